@@ -7,6 +7,7 @@ export (``npad_edge.methods``, ``npad_edge.backbones``, ``npad_edge.export``) ne
 from __future__ import annotations
 
 from .errors import (  # noqa: F401
+    ModelExistsError,
     DataError,
     DeviceError,
     ImageDecodeError,

@@ -9,6 +9,7 @@ __all__ = [
     "ImageDecodeError",
     "ModelFormatError",
     "ModelVersionError",
+    "ModelExistsError",
     "WeightsNotFoundError",
     "DeviceError",
 ]
@@ -36,6 +37,10 @@ class ModelFormatError(NpadError):
 
 class ModelVersionError(ModelFormatError):
     """A saved model was written by a newer, unknown format version."""
+
+
+class ModelExistsError(ModelFormatError, FileExistsError):
+    """A model would be written over an existing one without ``overwrite=True`` / ``--overwrite``."""
 
 
 class WeightsNotFoundError(NpadError, FileNotFoundError):

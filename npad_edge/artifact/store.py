@@ -17,7 +17,7 @@ from typing import Dict, Mapping, Optional, Union
 
 import numpy as np
 
-from ..errors import InvalidInputError, ModelFormatError
+from ..errors import InvalidInputError, ModelExistsError, ModelFormatError
 from .manifest import (
     FORMAT_VERSION,
     ArrayEntry,
@@ -49,11 +49,6 @@ _CHUNK = 1 << 20
 
 PathLike = Union[str, "os.PathLike[str]"]
 
-
-class ModelExistsError(ModelFormatError, FileExistsError):
-    """``write_model`` was asked to write over an existing model without ``overwrite=True``."""
-
-    # TODO(errors owner): move next to ModelFormatError in npad_edge/errors.py.
 
 
 # --------------------------------------------------------------------------- small helpers
