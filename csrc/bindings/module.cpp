@@ -1,3 +1,298 @@
-// Placeholder until the search core lands; replaced by the real bindings.
+// pybind11 bindings of the npad_edge core: array checks, GIL release, signal polling and
+// exception translation only. Every algorithm lives in kernels/, index/ and coreset/.
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
-PYBIND11_MODULE(_core, m) { m.doc() = "npad_edge compiled core (placeholder)"; }
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "../common/errors.h"
+#include "../common/parallel.h"
+#include "../coreset/greedy.h"
+#include "../coreset/random.h"
+#include "../index/flat_index.h"
+#include "../kernels/kernels.h"
+
+namespace py = pybind11;
+using namespace npad;
+
+namespace {
+
+const char* dtype_name(const py::array& a) {
+    static thread_local std::string s;
+    s = py::str(a.dtype()).cast<std::string>();
+    return s.c_str();
+}
+
+// Checks without converting: a wrong dtype or layout is an error, never a silent copy.
+template <class T>
+void check_array(const py::array& a, const char* name, int ndim) {
+    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+        throw InvalidInput(std::string(name) + " must have dtype " +
+                           py::str(py::dtype::of<T>()).cast<std::string>() + "; got " + dtype_name(a));
+    if (a.ndim() != ndim)
+        throw InvalidInput(std::string(name) + " must be " + std::to_string(ndim) + "-D; got " +
+                           std::to_string(a.ndim()) + "-D");
+    if (!(a.flags() & py::array::c_style))
+        throw InvalidInput(std::string(name) + " must be C-contiguous (use np.ascontiguousarray)");
+}
+
+// Polls for Ctrl-C (and calls the progress callback) from the calling thread with the GIL.
+// The first Python exception is kept and re-raised once the C++ call has unwound.
+struct PyPoll {
+    std::optional<py::function> progress;
+    std::shared_ptr<py::error_already_set> error;
+
+    std::function<bool(std::size_t, std::size_t)> fn() {
+        return [this](std::size_t done, std::size_t total) {
+            py::gil_scoped_acquire gil;
+            if (PyErr_CheckSignals() != 0) {
+                error = std::make_shared<py::error_already_set>();
+                return false;
+            }
+            if (progress) {
+                try {
+                    (*progress)(done, total);
+                } catch (py::error_already_set& e) {
+                    error = std::make_shared<py::error_already_set>(std::move(e));
+                    return false;
+                }
+            }
+            return true;
+        };
+    }
+    void rethrow() {
+        if (error) throw *error;
+    }
+};
+
+int check_threads(int threads) {
+    if (threads <= 0) throw InvalidInput("threads must be >= 1; got " + std::to_string(threads));
+    return threads;
+}
+
+class PyFlatIndex {
+public:
+    PyFlatIndex(const py::array& bank, const std::string& dtype) {
+        check_array<float>(bank, "bank", 2);
+        const Storage s = storage_from_name(dtype);
+        const auto n = static_cast<std::size_t>(bank.shape(0)), d = static_cast<std::size_t>(bank.shape(1));
+        const float* p = static_cast<const float*>(bank.data());
+        py::gil_scoped_release nogil;
+        index_ = std::make_unique<FlatIndex>(p, n, d, s);
+    }
+
+    py::tuple search(const py::array& queries, long long k, int threads) {
+        check_array<float>(queries, "queries", 2);
+        check_threads(threads);
+        if (static_cast<std::size_t>(queries.shape(1)) != index_->dim())
+            throw InvalidInput("queries must have " + std::to_string(index_->dim()) + " columns (the bank's dim); got " +
+                               std::to_string(queries.shape(1)));
+        if (k <= 0 || static_cast<std::size_t>(k) > index_->ntotal())
+            throw InvalidInput("k must be in [1, ntotal=" + std::to_string(index_->ntotal()) + "]; got " + std::to_string(k));
+        const auto m = static_cast<std::size_t>(queries.shape(0));
+        py::array_t<float> dist({m, static_cast<std::size_t>(k)});
+        py::array_t<std::int64_t> idx({m, static_cast<std::size_t>(k)});
+        const float* q = static_cast<const float*>(queries.data());
+        float* dp = dist.mutable_data();
+        std::int64_t* ip = idx.mutable_data();
+        PyPoll poll;
+        Control ctl(poll.fn());
+        try {
+            py::gil_scoped_release nogil;
+            index_->search(q, m, static_cast<std::size_t>(k), threads, dp, ip, ctl);
+        } catch (const Cancelled&) {
+            poll.rethrow();
+            throw;
+        }
+        return py::make_tuple(dist, idx);
+    }
+
+    std::size_t ntotal() const { return index_->ntotal(); }
+    std::size_t dim() const { return index_->dim(); }
+    std::string dtype() const { return storage_name(index_->storage()); }
+    std::size_t memory_bytes() const { return index_->memory_bytes(); }
+
+private:
+    std::unique_ptr<FlatIndex> index_;
+};
+
+py::array_t<std::int64_t> py_greedy_coreset(const py::array& features, long long n_select, long long proj_dim,
+                                            long long n_starts, std::uint64_t seed, int threads,
+                                            std::optional<py::function> progress) {
+    check_array<float>(features, "features", 2);
+    check_threads(threads);
+    const auto n = static_cast<std::size_t>(features.shape(0)), d = static_cast<std::size_t>(features.shape(1));
+    if (n == 0) throw InvalidInput("features must hold at least one row; got 0");
+    if (n_select <= 0 || static_cast<std::size_t>(n_select) > n)
+        throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
+    if (proj_dim < 0) throw InvalidInput("proj_dim must be >= 1 or None; got " + std::to_string(proj_dim));
+    if (n_starts <= 0) throw InvalidInput("n_starts must be >= 1; got " + std::to_string(n_starts));
+    py::array_t<std::int64_t> out(static_cast<std::size_t>(n_select));
+    const float* x = static_cast<const float*>(features.data());
+    std::int64_t* o = out.mutable_data();
+    PyPoll poll;
+    poll.progress = std::move(progress);
+    Control ctl(poll.fn());
+    try {
+        py::gil_scoped_release nogil;
+        greedy_coreset(x, n, d, static_cast<std::size_t>(n_select), static_cast<std::size_t>(proj_dim),
+                       static_cast<std::size_t>(n_starts), seed, threads, ctl, o);
+    } catch (const Cancelled&) {
+        poll.rethrow();
+        throw;
+    }
+    return out;
+}
+
+// ---- testing hooks: run one kernel of a named instruction set on small arrays ----------
+
+template <class T>
+const T* data_of(const py::array& a, const char* name, int ndim) {
+    check_array<T>(a, name, ndim);
+    return static_cast<const T*>(a.data());
+}
+
+py::object kernel_call(const std::string& isa, const std::string& op, py::args args) {
+    const Kernels& K = kernels_by_name(isa);
+    auto arr = [&](std::size_t i) { return args[i].cast<py::array>(); };
+    if (op == "l2sq_f32" || op == "ip_f32") {
+        const py::array a = arr(0), b = arr(1);
+        auto pa = data_of<float>(a, "a", 1), pb = data_of<float>(b, "b", 1);
+        return py::float_((op == "l2sq_f32" ? K.l2sq_f32 : K.ip_f32)(pa, pb, a.shape(0)));
+    }
+    if (op == "l2sq_f16" || op == "ip_f16") {
+        const py::array a = arr(0), b = arr(1);
+        auto pa = data_of<float>(a, "q", 1);
+        auto pb = data_of<std::uint16_t>(b, "x", 1);
+        return py::float_((op == "l2sq_f16" ? K.l2sq_f16 : K.ip_f16)(pa, pb, a.shape(0)));
+    }
+    if (op == "l2sq_i8" || op == "ip_i8") {
+        const py::array a = arr(0), b = arr(1);
+        auto pa = data_of<float>(a, "q", 1);
+        auto pb = data_of<std::int8_t>(b, "x", 1);
+        const float scale = args[2].cast<float>();
+        return py::float_((op == "l2sq_i8" ? K.l2sq_i8 : K.ip_i8)(pa, pb, scale, a.shape(0)));
+    }
+    if (op == "f16_to_f32") {
+        const py::array a = arr(0);
+        auto p = data_of<std::uint16_t>(a, "x", 1);
+        py::array_t<float> out(a.shape(0));
+        K.f16_to_f32(p, out.mutable_data(), a.shape(0));
+        return std::move(out);
+    }
+    if (op == "f32_to_f16") {
+        const py::array a = arr(0);
+        auto p = data_of<float>(a, "x", 1);
+        py::array_t<std::uint16_t> out(a.shape(0));
+        K.f32_to_f16(p, out.mutable_data(), a.shape(0));
+        return std::move(out);
+    }
+    if (op == "dequant_i8_panel") {  // codes (d, kNR) int8, scales (kNR,) float32
+        const py::array c = arr(0), s = arr(1);
+        auto pc = data_of<std::int8_t>(c, "codes", 2);
+        auto ps = data_of<float>(s, "scales", 1);
+        if (c.shape(1) != kNR || s.shape(0) != kNR) throw InvalidInput("panel must be (d, 32) with 32 scales");
+        py::array_t<float> out({c.shape(0), c.shape(1)});
+        K.dequant_i8_panel(pc, ps, c.shape(0), out.mutable_data());
+        return std::move(out);
+    }
+    if (op == "packed_sqnorms") {  // p (d, w)
+        const py::array p = arr(0);
+        auto pp = data_of<float>(p, "p", 2);
+        py::array_t<float> out(p.shape(1));
+        K.packed_sqnorms(pp, p.shape(0), p.shape(1), out.mutable_data());
+        return std::move(out);
+    }
+    if (op == "tile") {  // qp (d, 12), xp (d, 32) [, qn (12,), xn (32,), thr (12,)]
+        const py::array qp = arr(0), xp = arr(1);
+        auto pq = data_of<float>(qp, "qp", 2);
+        auto px = data_of<float>(xp, "xp", 2);
+        if (qp.shape(1) != kMR || xp.shape(1) != kNR || qp.shape(0) != xp.shape(0))
+            throw InvalidInput("tile needs qp (d, 12) and xp (d, 32)");
+        // The AVX-512 kernel uses aligned loads: copy the panel into aligned storage.
+        avector<float> xa(px, px + xp.shape(0) * kNR);
+        py::array_t<float> out({kMR, kNR});
+        py::array_t<std::uint32_t> mask(kMR);
+        if (args.size() == 2) {
+            K.tile(pq, xa.data(), qp.shape(0), nullptr, nullptr, nullptr, out.mutable_data(), nullptr);
+            return py::make_tuple(out, py::none());
+        }
+        auto qn = data_of<float>(arr(2), "qn", 1);
+        auto xn = data_of<float>(arr(3), "xn", 1);
+        auto thr = data_of<float>(arr(4), "thr", 1);
+        K.tile(pq, xa.data(), qp.shape(0), qn, xn, thr, out.mutable_data(), mask.mutable_data());
+        return py::make_tuple(out, mask);
+    }
+    throw InvalidInput("unknown kernel '" + op + "'");
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "npad_edge compiled core (private; use npad_edge.search)";
+
+    // C++ exceptions -> npad_edge.errors classes.
+    py::object invalid = py::module_::import("npad_edge.errors").attr("InvalidInputError");
+    static py::handle invalid_h = invalid.release();
+    py::register_exception_translator([](std::exception_ptr p) {
+        try {
+            if (p) std::rethrow_exception(p);
+        } catch (const InvalidInput& e) {
+            PyErr_SetString(invalid_h.ptr(), e.what());
+        } catch (const Cancelled&) {
+            PyErr_SetString(PyExc_KeyboardInterrupt, "cancelled");
+        }
+    });
+
+    m.def("isa", [] { return std::string(active_kernels().name); }, "Name of the kernel set calls use now.");
+    m.def("available_isas", &available_isas, "Instruction sets usable on this machine, best first.");
+    m.def("set_isa", &set_isa, py::arg("name"), "Force an instruction set ('' or 'auto' for the default).");
+    m.def("tile_shape", [] { return py::make_tuple(kMR, kNR); });
+
+    py::class_<PyFlatIndex>(m, "FlatIndex")
+        .def(py::init<const py::array&, const std::string&>(), py::arg("bank"), py::arg("dtype"))
+        .def("search", &PyFlatIndex::search, py::arg("queries"), py::arg("k"), py::arg("threads"))
+        .def_property_readonly("ntotal", &PyFlatIndex::ntotal)
+        .def_property_readonly("dim", &PyFlatIndex::dim)
+        .def_property_readonly("dtype", &PyFlatIndex::dtype)
+        .def_property_readonly("memory_bytes", &PyFlatIndex::memory_bytes);
+
+    m.def("greedy_coreset", &py_greedy_coreset, py::arg("features"), py::arg("n_select"), py::arg("proj_dim"),
+          py::arg("n_starts"), py::arg("seed"), py::arg("threads"), py::arg("progress") = py::none());
+    m.def("projection_matrix", [](std::size_t dim, std::size_t proj_dim, std::uint64_t seed) {
+        if (dim == 0 || proj_dim == 0) throw InvalidInput("dim and proj_dim must be >= 1");
+        const std::vector<float> p = projection_matrix(dim, proj_dim, seed);
+        py::array_t<float> out({dim, proj_dim});
+        std::copy(p.begin(), p.end(), out.mutable_data());
+        return out;
+    }, py::arg("dim"), py::arg("proj_dim"), py::arg("seed"));
+    m.def("start_indices", [](std::size_t n, std::size_t n_starts, std::uint64_t seed) {
+        const auto s = start_indices(n, n_starts, seed);
+        py::array_t<std::int64_t> out(s.size());
+        std::copy(s.begin(), s.end(), out.mutable_data());
+        return out;
+    }, py::arg("n"), py::arg("n_starts"), py::arg("seed"));
+    m.def("project", [](const py::array& x, const py::array& p, int threads) {
+        check_array<float>(x, "x", 2);
+        check_array<float>(p, "p", 2);
+        check_threads(threads);
+        if (x.shape(1) != p.shape(0)) throw InvalidInput("x columns must equal p rows");
+        py::array_t<float> y({x.shape(0), p.shape(1)});
+        const float* px = static_cast<const float*>(x.data());
+        const float* pp = static_cast<const float*>(p.data());
+        float* py_ = y.mutable_data();
+        const std::size_t n = x.shape(0), d = x.shape(1), pd = p.shape(1);
+        {
+            py::gil_scoped_release nogil;
+            project(px, n, d, pp, pd, threads, py_);
+        }
+        return y;
+    }, py::arg("x"), py::arg("p"), py::arg("threads"));
+    m.def("_kernel", &kernel_call, py::arg("isa"), py::arg("op"),
+          "Testing hook: run one kernel of the named instruction set.");
+}

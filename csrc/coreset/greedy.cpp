@@ -1,0 +1,196 @@
+#include "greedy.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "../common/aligned.h"
+#include "../common/errors.h"
+#include "../kernels/kernels.h"
+#include "random.h"
+
+namespace npad {
+
+namespace {
+
+struct alignas(64) Best {
+    float v;
+    std::int64_t i;
+};
+
+// Larger score wins; equal scores go to the lower index.
+inline bool better(float v, std::int64_t i, const Best& b) {
+    return v > b.v || (v == b.v && i < b.i);
+}
+
+}  // namespace
+
+void project(const float* x, std::size_t n, std::size_t d, const float* p, std::size_t pd,
+             int threads, float* y) {
+    const Kernels& K = active_kernels();
+    // P's columns play the queries (packed once, blocks [d][kMR]) and feature rows the bank
+    // (packed per panel of kNR rows): each feature element is transposed once and then used
+    // by pd / kMR tiles, which keeps the packing cost small next to the FMAs.
+    const std::size_t nqb = (pd + kMR - 1) / kMR;
+    avector<float> ppack(nqb * d * kMR, 0.f);
+    for (std::size_t r = 0; r < d; ++r)
+        for (std::size_t c = 0; c < pd; ++c) ppack[(c / kMR) * d * kMR + r * kMR + c % kMR] = p[r * pd + c];
+    const std::size_t npanels = (n + kNR - 1) / kNR;
+    std::atomic<std::size_t> next{0};
+    const int T = static_cast<int>(std::min<std::size_t>(std::max(1, threads), npanels));
+    parallel_run(T, [&](int) {
+        avector<float> xp(d * kNR);
+        alignas(64) float out[kMR * kNR];
+        for (;;) {
+            const std::size_t b = next.fetch_add(1);
+            if (b >= npanels) break;
+            const std::size_t rows = std::min<std::size_t>(kNR, n - b * kNR);
+            if (rows < kNR) std::fill(xp.begin(), xp.end(), 0.f);
+            for (std::size_t j = 0; j < rows; ++j) {
+                const float* row = x + (b * kNR + j) * d;
+                for (std::size_t r = 0; r < d; ++r) {
+                    if (!std::isfinite(row[r]))
+                        throw InvalidInput("features must be finite; row " + std::to_string(b * kNR + j) +
+                                           ", column " + std::to_string(r) + " is " +
+                                           (std::isnan(row[r]) ? "NaN" : "inf"));
+                    xp[r * kNR + j] = row[r];
+                }
+            }
+            for (std::size_t qb = 0; qb < nqb; ++qb) {
+                K.tile(ppack.data() + qb * d * kMR, xp.data(), d, nullptr, nullptr, nullptr, out, nullptr);
+                const std::size_t cols = std::min<std::size_t>(kMR, pd - qb * kMR);
+                for (std::size_t j = 0; j < rows; ++j) {
+                    float* dst = y + (b * kNR + j) * pd + qb * kMR;
+                    for (std::size_t i = 0; i < cols; ++i) dst[i] = out[i * kNR + j];
+                }
+            }
+        }
+    });
+}
+
+void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
+                    std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
+                    Control& ctl, std::int64_t* out) {
+    if (n == 0) throw InvalidInput("features must hold at least one row; got 0");
+    if (n_select == 0 || n_select > n)
+        throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
+    if (n_starts == 0) throw InvalidInput("n_starts must be >= 1; got 0");
+    const Kernels& K = active_kernels();
+
+    std::vector<float> projected;
+    const float* y = features;
+    std::size_t pd = d;
+    if (proj_dim > 0) {
+        const std::vector<float> P = projection_matrix(d, proj_dim, seed);
+        projected.resize(n * proj_dim);
+        project(features, n, d, P.data(), proj_dim, threads, projected.data());
+        y = projected.data();
+        pd = proj_dim;
+    } else {
+        for (std::size_t i = 0; i < n * d; ++i)
+            if (!std::isfinite(features[i]))
+                throw InvalidInput("features must be finite; row " + std::to_string(i / d) + ", column " +
+                                   std::to_string(i % d) + " is " + (std::isnan(features[i]) ? "NaN" : "inf"));
+    }
+    ctl.maybe_poll(0, n_select, true);
+    ctl.throw_if_stopped();
+
+    const std::vector<std::int64_t> starts = start_indices(n, n_starts, seed);
+    std::vector<float> score(n);
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    constexpr std::size_t kBlock = 512;
+
+    // Each worker owns a contiguous range of points: its scores stay in its cache and only
+    // the per-step winner is exchanged, through a double-buffered slot and a barrier.
+    //
+    // Exact pruning (triangle inequality): every point remembers the selected point (its
+    // "center") that gave its current score, score_i = |Y_i - Y_c|. If |Y_c - Y_sel| >=
+    // 2 score_i then |Y_i - Y_sel| >= score_i and the min cannot change, so the row of Y is
+    // not even read. A relative margin of 1e-4 covers float32 rounding of both distances,
+    // so the result is the same as without pruning. Points still holding their initial
+    // (mean-distance) score have no center and are always computed.
+    int T = static_cast<int>(std::min<std::size_t>(std::max(1, threads), (n + 4095) / 4096));
+    T = std::max(T, 1);
+    std::vector<Best> slots(2 * T);
+    std::atomic<bool> stop_flag[2];
+    stop_flag[0] = stop_flag[1] = false;
+    std::vector<std::int32_t> center(n, -1);
+    std::vector<float> dcs(n_select, 0.f);  // |Y_sel - Y_center(c)| for the centers so far
+    SpinBarrier barrier(T);
+    constexpr float kMargin = 2.f * (1.f + 1e-4f);
+
+    parallel_run(T, [&](int t) {
+        const std::size_t lo = n * t / T, hi = n * (t + 1) / T;
+        std::vector<float> tmp(kBlock);
+        std::vector<std::int64_t> selected;  // every worker keeps the same list
+        selected.reserve(n_select);
+        Best best{kNegInf, std::numeric_limits<std::int64_t>::max()};
+        // Initial score: mean distance to the start points.
+        for (std::size_t b = lo; b < hi; b += kBlock) {
+            const std::size_t cnt = std::min(kBlock, hi - b);
+            std::fill(score.begin() + b, score.begin() + b + cnt, 0.f);
+            for (std::int64_t s : starts) {
+                K.l2sq_f32_rows(y + b * pd, cnt, pd, y + s * pd, tmp.data());
+                for (std::size_t j = 0; j < cnt; ++j) score[b + j] += std::sqrt(tmp[j]);
+            }
+            const float ns = static_cast<float>(starts.size());
+            for (std::size_t j = 0; j < cnt; ++j) {
+                const float v = score[b + j] / ns;
+                score[b + j] = v;
+                if (better(v, static_cast<std::int64_t>(b + j), best)) best = {v, static_cast<std::int64_t>(b + j)};
+            }
+        }
+        slots[t] = best;
+        for (std::size_t s = 0; s < n_select; ++s) {
+            const int par = static_cast<int>(s & 1);
+            if (t == 0) {
+                ctl.maybe_poll(s, n_select);
+                stop_flag[par].store(ctl.stopped(), std::memory_order_relaxed);
+            }
+            barrier.wait();
+            if (stop_flag[par].load(std::memory_order_relaxed)) break;
+            Best win = slots[par * T];
+            for (int u = 1; u < T; ++u) {
+                const Best& c = slots[par * T + u];
+                if (better(c.v, c.i, win)) win = c;
+            }
+            const std::size_t sel = static_cast<std::size_t>(win.i);
+            if (t == 0) out[s] = win.i;
+            if (s + 1 == n_select) break;
+            const float* ys = y + sel * pd;
+            // Phase A: distances from the new point to the earlier centers, split over workers.
+            if (s > 0) {
+                const std::size_t c0 = s * t / T, c1 = s * (t + 1) / T;
+                for (std::size_t c = c0; c < c1; ++c) dcs[c] = std::sqrt(K.l2sq_f32(y + selected[c] * pd, ys, pd));
+                barrier.wait();
+            }
+            selected.push_back(win.i);
+            // Phase B: update the owned scores, skipping points the bound rules out.
+            if (sel >= lo && sel < hi) score[sel] = kNegInf;
+            best = {kNegInf, std::numeric_limits<std::int64_t>::max()};
+            const auto sc = static_cast<std::int32_t>(s);
+            for (std::size_t i = lo; i < hi; ++i) {
+                float v = score[i];
+                const std::int32_t c = center[i];
+                if (v != kNegInf && (c < 0 || !(dcs[c] >= kMargin * v))) {
+                    const float dd = std::sqrt(K.l2sq_f32(y + i * pd, ys, pd));
+                    if (dd < v) {
+                        v = dd;
+                        score[i] = v;
+                        center[i] = sc;
+                    }
+                }
+                if (v > best.v) best = {v, static_cast<std::int64_t>(i)};
+            }
+            slots[(par ^ 1) * T + t] = best;
+        }
+    });
+    ctl.throw_if_stopped();
+    ctl.maybe_poll(n_select, n_select, true);
+    ctl.throw_if_stopped();
+}
+
+}  // namespace npad

@@ -1,0 +1,30 @@
+// Greedy k-center ("coreset") selection as in PatchCore's ApproximateGreedyCoresetSampler.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../common/parallel.h"
+
+namespace npad {
+
+// features: (n, d) row-major float32, finite. Writes n_select distinct indices to out.
+//
+// 1. If proj_dim > 0: Y = features @ P with P = projection_matrix(d, proj_dim, seed)
+//    (float32, accumulated in float32); otherwise Y = features.
+// 2. S = start_indices(n, min(n_starts, n), seed); score[i] = (sum over s in S, in order, of
+//    sqrt(|Y_i - Y_s|^2)) / |S|, summed in float32.
+// 3. Repeat n_select times: sel = argmax(score), ties to the lowest index; emit sel;
+//    score[sel] = -inf (so that it is never chosen again, even among exact duplicates);
+//    score[i] = min(score[i], sqrt(|Y_i - Y_sel|^2)) for all i.
+// Memory beyond the input: Y (n x proj_dim floats, when projecting) and O(n) scores.
+// threads >= 1; ctl.poll(done, total) is called from the calling thread now and then.
+void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
+                    std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
+                    Control& ctl, std::int64_t* out);
+
+// Y = X @ P for X (n, d) and P (d, pd), float32, using the GEMM tile kernel; checks X finite.
+void project(const float* x, std::size_t n, std::size_t d, const float* p, std::size_t pd,
+             int threads, float* y);
+
+}  // namespace npad

@@ -1,0 +1,53 @@
+// Exact k-nearest-neighbour search in squared L2, GEMM-shaped and cache-blocked.
+//
+// d(q, x) = max(0, fma(-2, q.x, |q|^2 + |x|^2)), with |x|^2 precomputed at construction.
+// The bank is packed once into panels of kNR vectors laid out [dim][kNR]; queries are packed
+// per call into blocks of kMR laid out [dim][kMR]. The micro-kernel computes a kMR x kNR tile
+// of distances and a candidate mask against each query's current k-th best, so the M x N
+// distance matrix never exists. Compact banks (float16, int8 with a per-vector scale) are
+// expanded to float32 panels one L2-sized chunk at a time, per thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "../common/aligned.h"
+#include "../common/parallel.h"
+#include "../kernels/kernels.h"
+
+namespace npad {
+
+enum class Storage { F32, F16, I8 };
+
+Storage storage_from_name(const std::string& name);  // throws InvalidInput
+const char* storage_name(Storage s);
+
+class FlatIndex {
+public:
+    // bank: (n, d) row-major float32, all finite (throws InvalidInput otherwise). Copied into
+    // the packed storage; the caller's array is not referenced afterwards.
+    FlatIndex(const float* bank, std::size_t n, std::size_t d, Storage storage);
+
+    // queries: (m, d) row-major float32, finite. Writes (m, k) distances (nearest first, ties
+    // to the lower index) and indices. threads >= 1; the calling thread is worker 0 and the
+    // only one that calls ctl's poll.
+    void search(const float* queries, std::size_t m, std::size_t k, int threads, float* dist,
+                std::int64_t* idx, Control& ctl) const;
+
+    std::size_t ntotal() const { return n_; }
+    std::size_t dim() const { return d_; }
+    Storage storage() const { return storage_; }
+    std::size_t memory_bytes() const;
+
+private:
+    std::size_t n_, d_, npanels_;
+    Storage storage_;
+    avector<float> f32_;          // [npanels][d][kNR]
+    avector<std::uint16_t> f16_;  // same layout, float16 bits
+    avector<std::int8_t> i8_;     // same layout, int8 codes
+    avector<float> scales_;       // [npanels * kNR], int8 only
+    avector<float> xnorm_;        // [npanels * kNR], +inf in padding columns
+};
+
+}  // namespace npad

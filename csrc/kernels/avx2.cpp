@@ -1,0 +1,210 @@
+// AVX2 + FMA + F16C kernels. Only this file is compiled with those flags (CMakeLists.txt);
+// nothing here runs unless cpu_features().avx2_fma_f16c is true.
+#include "kernels.h"
+
+#if defined(NPAD_HAVE_AVX2)
+#include <immintrin.h>
+
+#include "fp16.h"
+
+namespace npad {
+namespace {
+
+inline float hsum(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+// Tails are handled with scalar loops: these direct kernels are not on the hot path.
+float l2sq_f32(const float* a, const float* b, std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        const __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
+        const __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
+        s0 = _mm256_fmadd_ps(t0, t0, s0);
+        s1 = _mm256_fmadd_ps(t1, t1, s1);
+    }
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; i < d; ++i) {
+        const float t = a[i] - b[i];
+        s += t * t;
+    }
+    return s;
+}
+
+float ip_f32(const float* a, const float* b, std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 16 <= d; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    float s = hsum(_mm256_add_ps(s0, s1));
+    for (; i < d; ++i) s += a[i] * b[i];
+    return s;
+}
+
+inline __m256 load_f16(const std::uint16_t* x) {
+    return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
+}
+
+void l2sq_f32_rows(const float* x, std::size_t n, std::size_t d, const float* q, float* out) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = l2sq_f32(x + i * d, q, d);
+}
+
+float l2sq_f16(const float* q, const std::uint16_t* x, std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(q + i), load_f16(x + i));
+        s0 = _mm256_fmadd_ps(t, t, s0);
+    }
+    float s = hsum(s0);
+    for (; i < d; ++i) {
+        const float t = q[i] - half_to_float(x[i]);
+        s += t * t;
+    }
+    return s;
+}
+
+float ip_f16(const float* q, const std::uint16_t* x, std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_f16(x + i), s0);
+    float s = hsum(s0);
+    for (; i < d; ++i) s += q[i] * half_to_float(x[i]);
+    return s;
+}
+
+inline __m256 load_i8(const std::int8_t* x) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x))));
+}
+
+float l2sq_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    __m256 s0 = _mm256_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 8 <= d; i += 8) {
+        const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(q + i), _mm256_mul_ps(sc, load_i8(x + i)));
+        s0 = _mm256_fmadd_ps(t, t, s0);
+    }
+    float s = hsum(s0);
+    for (; i < d; ++i) {
+        const float t = q[i] - scale * static_cast<float>(x[i]);
+        s += t * t;
+    }
+    return s;
+}
+
+float ip_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_i8(x + i), s0);
+    float s = hsum(s0);
+    for (; i < d; ++i) s += q[i] * static_cast<float>(x[i]);
+    return s * scale;
+}
+
+void f16_to_f32(const std::uint16_t* src, float* dst, std::size_t n) {
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, load_f16(src + i));
+    for (; i < n; ++i) dst[i] = half_to_float(src[i]);
+}
+
+void f32_to_f16(const float* src, std::uint16_t* dst, std::size_t n) {
+    std::size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < n; ++i) dst[i] = float_to_half(src[i]);
+}
+
+void dequant_i8_panel(const std::int8_t* codes, const float* scales, std::size_t d, float* out) {
+    __m256 s[4];
+    for (int k = 0; k < 4; ++k) s[k] = _mm256_loadu_ps(scales + 8 * k);
+    for (std::size_t r = 0; r < d; ++r)
+        for (int k = 0; k < 4; ++k)
+            _mm256_storeu_ps(out + r * kNR + 8 * k, _mm256_mul_ps(load_i8(codes + r * kNR + 8 * k), s[k]));
+}
+
+void packed_sqnorms(const float* p, std::size_t d, std::size_t w, float* out) {
+    std::size_t l = 0;
+    for (; l + 8 <= w; l += 8) {
+        __m256 acc = _mm256_setzero_ps();
+        for (std::size_t r = 0; r < d; ++r) {
+            const __m256 v = _mm256_loadu_ps(p + r * w + l);
+            acc = _mm256_fmadd_ps(v, v, acc);
+        }
+        _mm256_storeu_ps(out + l, acc);
+    }
+    for (; l < w; ++l) {
+        float acc = 0.f;
+        for (std::size_t r = 0; r < d; ++r) acc = _mm_cvtss_f32(_mm_fmadd_ss(
+            _mm_set_ss(p[r * w + l]), _mm_set_ss(p[r * w + l]), _mm_set_ss(acc)));
+        out[l] = acc;
+    }
+}
+
+// 6 x 16 sub-tile: 12 ymm accumulators (AVX2 has 16 registers). The 12 x 32 tile is four
+// of them; rows are read with stride kMR, columns with stride kNR.
+inline void subtile(const float* qp, const float* xp, std::size_t d, float* out) {
+    __m256 c[6][2];
+    for (int i = 0; i < 6; ++i) c[i][0] = c[i][1] = _mm256_setzero_ps();
+    for (std::size_t r = 0; r < d; ++r) {
+        const float* q = qp + r * kMR;
+        const __m256 b0 = _mm256_loadu_ps(xp + r * kNR);
+        const __m256 b1 = _mm256_loadu_ps(xp + r * kNR + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < 6; ++i) {
+            const __m256 a = _mm256_broadcast_ss(q + i);
+            c[i][0] = _mm256_fmadd_ps(a, b0, c[i][0]);
+            c[i][1] = _mm256_fmadd_ps(a, b1, c[i][1]);
+        }
+    }
+    for (int i = 0; i < 6; ++i) {
+        _mm256_storeu_ps(out + i * kNR, c[i][0]);
+        _mm256_storeu_ps(out + i * kNR + 8, c[i][1]);
+    }
+}
+
+void tile(const float* qp, const float* xp, std::size_t d, const float* qn, const float* xn,
+          const float* thr, float* out, std::uint32_t* mask) {
+    for (int r0 = 0; r0 < kMR; r0 += 6)
+        for (int c0 = 0; c0 < kNR; c0 += 16) subtile(qp + r0, xp + c0, d, out + r0 * kNR + c0);
+    if (qn == nullptr) return;
+    const __m256 m2 = _mm256_set1_ps(-2.f), zero = _mm256_setzero_ps();
+    for (int i = 0; i < kMR; ++i) {
+        const __m256 qi = _mm256_set1_ps(qn[i]);
+        const __m256 ti = _mm256_set1_ps(thr[i]);
+        std::uint32_t m = 0;
+        for (int k = 0; k < 4; ++k) {
+            float* o = out + i * kNR + 8 * k;
+            const __m256 t = _mm256_add_ps(qi, _mm256_loadu_ps(xn + 8 * k));
+            const __m256 v = _mm256_max_ps(_mm256_fmadd_ps(m2, _mm256_loadu_ps(o), t), zero);
+            _mm256_storeu_ps(o, v);
+            m |= static_cast<std::uint32_t>(_mm256_movemask_ps(_mm256_cmp_ps(v, ti, _CMP_LE_OQ))) << (8 * k);
+        }
+        mask[i] = m;
+    }
+}
+
+const Kernels kAvx2 = {
+    "avx2",         Isa::Avx2, l2sq_f32,         ip_f32, l2sq_f32_rows,         l2sq_f16, ip_f16,
+    l2sq_i8,        ip_i8,     f16_to_f32,       f32_to_f16,     dequant_i8_panel,
+    packed_sqnorms, tile,
+};
+
+}  // namespace
+
+const Kernels* avx2_kernels() { return &kAvx2; }
+
+}  // namespace npad
+
+#else
+namespace npad {
+const Kernels* avx2_kernels() { return nullptr; }
+}  // namespace npad
+#endif

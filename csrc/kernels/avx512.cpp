@@ -1,0 +1,213 @@
+// AVX-512 (F, BW, DQ, VL) + F16C kernels. This file alone is compiled with the AVX-512 flags
+// (see CMakeLists.txt), so the compiler cannot leak these instructions into code that runs
+// before the CPU check. Nothing here runs unless cpu_features().avx512 is true.
+#include "kernels.h"
+
+#if defined(NPAD_HAVE_AVX512)
+#include <immintrin.h>
+
+namespace npad {
+namespace {
+
+inline __mmask16 tail_mask(std::size_t n) {
+    return static_cast<__mmask16>((n >= 16) ? 0xFFFFu : ((1u << n) - 1u));
+}
+
+float l2sq_f32(const float* a, const float* b, std::size_t d) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        const __m512 t0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
+        const __m512 t1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
+        s0 = _mm512_fmadd_ps(t0, t0, s0);
+        s1 = _mm512_fmadd_ps(t1, t1, s1);
+    }
+    for (; i < d; i += 16) {
+        const __mmask16 m = tail_mask(d - i);
+        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+        s0 = _mm512_fmadd_ps(t, t, s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+float ip_f32(const float* a, const float* b, std::size_t d) {
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    std::size_t i = 0;
+    for (; i + 32 <= d; i += 32) {
+        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
+        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
+    }
+    for (; i < d; i += 16) {
+        const __mmask16 m = tail_mask(d - i);
+        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
+    }
+    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
+}
+
+inline __m512 load_f16(const std::uint16_t* x, __mmask16 m) {
+    return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x));
+}
+
+void l2sq_f32_rows(const float* x, std::size_t n, std::size_t d, const float* q, float* out) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = l2sq_f32(x + i * d, q, d);
+}
+
+float l2sq_f16(const float* q, const std::uint16_t* x, std::size_t d) {
+    __m512 s = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < d; i += 16) {
+        const __mmask16 m = tail_mask(d - i);
+        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, q + i), load_f16(x + i, m));
+        s = _mm512_fmadd_ps(t, t, s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+float ip_f16(const float* q, const std::uint16_t* x, std::size_t d) {
+    __m512 s = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < d; i += 16) {
+        const __mmask16 m = tail_mask(d - i);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), load_f16(x + i, m), s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+inline __m512 load_i8(const std::int8_t* x, __mmask16 m) {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x)));
+}
+
+float l2sq_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    __m512 s = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < d; i += 16) {
+        const __mmask16 m = tail_mask(d - i);
+        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, q + i), _mm512_mul_ps(sc, load_i8(x + i, m)));
+        s = _mm512_fmadd_ps(t, t, s);
+    }
+    return _mm512_reduce_add_ps(s);
+}
+
+float ip_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
+    __m512 s = _mm512_setzero_ps();
+    for (std::size_t i = 0; i < d; i += 16) {
+        const __mmask16 m = tail_mask(d - i);
+        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), load_i8(x + i, m), s);
+    }
+    return _mm512_reduce_add_ps(s) * scale;
+}
+
+void f16_to_f32(const std::uint16_t* src, float* dst, std::size_t n) {
+    for (std::size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = tail_mask(n - i);
+        _mm512_mask_storeu_ps(dst + i, m, load_f16(src + i, m));
+    }
+}
+
+void f32_to_f16(const float* src, std::uint16_t* dst, std::size_t n) {
+    for (std::size_t i = 0; i < n; i += 16) {
+        const __mmask16 m = tail_mask(n - i);
+        const __m256i h = _mm512_cvtps_ph(_mm512_maskz_loadu_ps(m, src + i), _MM_FROUND_TO_NEAREST_INT);
+        _mm256_mask_storeu_epi16(dst + i, m, h);
+    }
+}
+
+void dequant_i8_panel(const std::int8_t* codes, const float* scales, std::size_t d, float* out) {
+    const __m512 s0 = _mm512_loadu_ps(scales), s1 = _mm512_loadu_ps(scales + 16);
+    for (std::size_t r = 0; r < d; ++r) {
+        const std::int8_t* c = codes + r * kNR;
+        float* o = out + r * kNR;
+        const __m512 v0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c))));
+        const __m512 v1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16))));
+        _mm512_storeu_ps(o, _mm512_mul_ps(v0, s0));
+        _mm512_storeu_ps(o + 16, _mm512_mul_ps(v1, s1));
+    }
+}
+
+void packed_sqnorms(const float* p, std::size_t d, std::size_t w, float* out) {
+    for (std::size_t l = 0; l < w; l += 16) {
+        const __mmask16 m = tail_mask(w - l);
+        __m512 acc = _mm512_setzero_ps();
+        for (std::size_t r = 0; r < d; ++r) {
+            const __m512 v = _mm512_maskz_loadu_ps(m, p + r * w + l);
+            acc = _mm512_fmadd_ps(v, v, acc);
+        }
+        _mm512_mask_storeu_ps(out + l, m, acc);
+    }
+}
+
+// The register-blocked micro-kernel: 12 query rows x 32 bank columns = 24 zmm accumulators.
+// Per step of the dimension: two aligned loads of the bank panel row, twelve broadcasts of
+// the packed query row (folded into the FMAs as memory operands), 24 FMAs.
+void tile(const float* qp, const float* xp, std::size_t d, const float* qn, const float* xn,
+          const float* thr, float* out, std::uint32_t* mask) {
+    __m512 c0a = _mm512_setzero_ps(), c0b = _mm512_setzero_ps();
+    __m512 c1a = _mm512_setzero_ps(), c1b = _mm512_setzero_ps();
+    __m512 c2a = _mm512_setzero_ps(), c2b = _mm512_setzero_ps();
+    __m512 c3a = _mm512_setzero_ps(), c3b = _mm512_setzero_ps();
+    __m512 c4a = _mm512_setzero_ps(), c4b = _mm512_setzero_ps();
+    __m512 c5a = _mm512_setzero_ps(), c5b = _mm512_setzero_ps();
+    __m512 c6a = _mm512_setzero_ps(), c6b = _mm512_setzero_ps();
+    __m512 c7a = _mm512_setzero_ps(), c7b = _mm512_setzero_ps();
+    __m512 c8a = _mm512_setzero_ps(), c8b = _mm512_setzero_ps();
+    __m512 c9a = _mm512_setzero_ps(), c9b = _mm512_setzero_ps();
+    __m512 cAa = _mm512_setzero_ps(), cAb = _mm512_setzero_ps();
+    __m512 cBa = _mm512_setzero_ps(), cBb = _mm512_setzero_ps();
+    const float* q = qp;
+    const float* x = xp;
+    for (std::size_t r = 0; r < d; ++r, q += kMR, x += kNR) {
+        _mm_prefetch(reinterpret_cast<const char*>(x + 8 * kNR), _MM_HINT_T0);
+        _mm_prefetch(reinterpret_cast<const char*>(x + 8 * kNR + 16), _MM_HINT_T0);
+        const __m512 b0 = _mm512_load_ps(x);
+        const __m512 b1 = _mm512_load_ps(x + 16);
+        __m512 a;
+#define NPAD_ROW(I, CA, CB)              \
+    a = _mm512_set1_ps(q[I]);            \
+    CA = _mm512_fmadd_ps(a, b0, CA);     \
+    CB = _mm512_fmadd_ps(a, b1, CB);
+        NPAD_ROW(0, c0a, c0b) NPAD_ROW(1, c1a, c1b) NPAD_ROW(2, c2a, c2b) NPAD_ROW(3, c3a, c3b)
+        NPAD_ROW(4, c4a, c4b) NPAD_ROW(5, c5a, c5b) NPAD_ROW(6, c6a, c6b) NPAD_ROW(7, c7a, c7b)
+        NPAD_ROW(8, c8a, c8b) NPAD_ROW(9, c9a, c9b) NPAD_ROW(10, cAa, cAb) NPAD_ROW(11, cBa, cBb)
+#undef NPAD_ROW
+    }
+    const __m512 acc[kMR][2] = {{c0a, c0b}, {c1a, c1b}, {c2a, c2b}, {c3a, c3b}, {c4a, c4b}, {c5a, c5b},
+                                {c6a, c6b}, {c7a, c7b}, {c8a, c8b}, {c9a, c9b}, {cAa, cAb}, {cBa, cBb}};
+    if (qn == nullptr) {
+        for (int i = 0; i < kMR; ++i) {
+            _mm512_storeu_ps(out + i * kNR, acc[i][0]);
+            _mm512_storeu_ps(out + i * kNR + 16, acc[i][1]);
+        }
+        return;
+    }
+    // Epilogue fused into the tile: distances, clamp at 0, and the candidate mask against
+    // each query's current k-th best, so the caller only visits columns that can enter.
+    const __m512 xn0 = _mm512_loadu_ps(xn), xn1 = _mm512_loadu_ps(xn + 16);
+    const __m512 m2 = _mm512_set1_ps(-2.f), zero = _mm512_setzero_ps();
+    for (int i = 0; i < kMR; ++i) {
+        const __m512 qi = _mm512_set1_ps(qn[i]);
+        const __m512 ti = _mm512_set1_ps(thr[i]);
+        const __m512 d0 = _mm512_max_ps(_mm512_fmadd_ps(m2, acc[i][0], _mm512_add_ps(qi, xn0)), zero);
+        const __m512 d1 = _mm512_max_ps(_mm512_fmadd_ps(m2, acc[i][1], _mm512_add_ps(qi, xn1)), zero);
+        _mm512_storeu_ps(out + i * kNR, d0);
+        _mm512_storeu_ps(out + i * kNR + 16, d1);
+        const std::uint32_t lo = _mm512_cmp_ps_mask(d0, ti, _CMP_LE_OQ);
+        const std::uint32_t hi = _mm512_cmp_ps_mask(d1, ti, _CMP_LE_OQ);
+        mask[i] = lo | (hi << 16);
+    }
+}
+
+const Kernels kAvx512 = {
+    "avx512",       Isa::Avx512, l2sq_f32,         ip_f32, l2sq_f32_rows,         l2sq_f16, ip_f16,
+    l2sq_i8,        ip_i8,       f16_to_f32,       f32_to_f16,     dequant_i8_panel,
+    packed_sqnorms, tile,
+};
+
+}  // namespace
+
+const Kernels* avx512_kernels() { return &kAvx512; }
+
+}  // namespace npad
+
+#else
+namespace npad {
+const Kernels* avx512_kernels() { return nullptr; }
+}  // namespace npad
+#endif

@@ -1,0 +1,118 @@
+// CPU feature detection (once) and the choice of kernel table. Compiled without ISA flags.
+#include <atomic>
+#include <cstdlib>
+#include <mutex>
+
+#include "../common/errors.h"
+#include "kernels.h"
+
+#if (defined(__x86_64__) || defined(_M_X64)) && (defined(__GNUC__) || defined(__clang__))
+#include <cpuid.h>
+#define NPAD_X86 1
+#endif
+
+namespace npad {
+namespace {
+
+#if defined(NPAD_X86)
+std::uint64_t xgetbv0() {
+    std::uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return (static_cast<std::uint64_t>(hi) << 32) | lo;
+}
+#endif
+
+CpuFeatures detect() {
+    CpuFeatures f;
+#if defined(NPAD_X86)
+    unsigned a, b, c, d;
+    if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+    const bool osxsave = c & (1u << 27);
+    const bool fma = c & (1u << 12), f16c = c & (1u << 29), avx = c & (1u << 28);
+    if (!osxsave || !avx) return f;
+    const std::uint64_t xcr0 = xgetbv0();
+    const bool ymm_os = (xcr0 & 0x6) == 0x6;
+    const bool zmm_os = (xcr0 & 0xE6) == 0xE6;
+    if (!__get_cpuid_count(7, 0, &a, &b, &c, &d)) return f;
+    const bool avx2 = b & (1u << 5);
+    const bool avx512f = b & (1u << 16), avx512dq = b & (1u << 17);
+    const bool avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
+    f.avx2_fma_f16c = ymm_os && avx2 && fma && f16c;
+    f.avx512 = f.avx2_fma_f16c && zmm_os && avx512f && avx512dq && avx512bw && avx512vl;
+#elif defined(__aarch64__)
+    f.neon = true;
+#endif
+    return f;
+}
+
+const Kernels* compiled_and_supported(const std::string& name) {
+    const CpuFeatures& f = cpu_features();
+    if (name == "scalar") return &scalar_kernels();
+    if (name == "avx2") return f.avx2_fma_f16c ? avx2_kernels() : nullptr;
+    if (name == "avx512") return f.avx512 ? avx512_kernels() : nullptr;
+    if (name == "neon") return f.neon ? neon_kernels() : nullptr;
+    return nullptr;
+}
+
+std::atomic<const Kernels*> g_forced{nullptr};
+
+const Kernels& best() {
+    static const Kernels* chosen = [] {
+        if (const char* env = std::getenv("NPAD_EDGE_ISA")) {
+            const std::string name(env);
+            if (!name.empty() && name != "auto") {
+                // An unknown or unsupported name in the environment is an error at first
+                // use, reported by the caller (never a silent fallback).
+                if (const Kernels* k = compiled_and_supported(name)) return k;
+                return static_cast<const Kernels*>(nullptr);
+            }
+        }
+        return compiled_and_supported(available_isas().front());
+    }();
+    if (chosen == nullptr) {
+        std::string msg = "NPAD_EDGE_ISA='";
+        msg += std::getenv("NPAD_EDGE_ISA");
+        msg += "' is not available on this machine; available: ";
+        for (const auto& n : available_isas()) msg += n + " ";
+        throw InvalidInput(msg);
+    }
+    return *chosen;
+}
+
+}  // namespace
+
+const CpuFeatures& cpu_features() {
+    static const CpuFeatures f = detect();
+    return f;
+}
+
+std::vector<std::string> available_isas() {
+    std::vector<std::string> out;
+    for (const char* n : {"avx512", "avx2", "neon"})
+        if (compiled_and_supported(n)) out.emplace_back(n);
+    out.emplace_back("scalar");
+    return out;
+}
+
+const Kernels& kernels_by_name(const std::string& name) {
+    if (const Kernels* k = compiled_and_supported(name)) return *k;
+    std::string msg = "instruction set '" + name + "' is not available on this machine; available: ";
+    const auto names = available_isas();
+    for (std::size_t i = 0; i < names.size(); ++i) msg += (i ? ", " : "") + names[i];
+    throw InvalidInput(msg);
+}
+
+void set_isa(const std::string& name) {
+    if (name.empty() || name == "auto") {
+        g_forced.store(nullptr);
+        return;
+    }
+    g_forced.store(&kernels_by_name(name));
+}
+
+const Kernels& active_kernels() {
+    if (const Kernels* k = g_forced.load(std::memory_order_acquire)) return *k;
+    return best();
+}
+
+}  // namespace npad

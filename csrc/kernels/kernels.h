@@ -1,0 +1,80 @@
+// Distance kernels: one table of function pointers per instruction set.
+//
+// The scalar table is the oracle every other table is tested against. The GEMM-shaped tile
+// kernel and the packed-norm kernel accumulate every (query, bank) pair strictly sequentially
+// over the dimension with fused multiply-adds, so all instruction sets return bit-identical
+// results for them; the direct (one pair at a time) kernels use wide partial sums and agree
+// with the oracle only to rounding.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace npad {
+
+// Tile shape of the blocked exact search: kMR queries x kNR bank vectors per micro-kernel call.
+// Fixed across instruction sets so that a packed bank is valid whichever kernel later runs.
+constexpr int kMR = 12;
+constexpr int kNR = 32;
+
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
+
+struct Kernels {
+    const char* name;
+    Isa isa;
+
+    // Direct kernels, one pair at a time.
+    float (*l2sq_f32)(const float* a, const float* b, std::size_t d);
+    float (*ip_f32)(const float* a, const float* b, std::size_t d);
+    // out[i] = |x_i - q|^2 for n contiguous rows x_i of length d (one call per block of rows).
+    void (*l2sq_f32_rows)(const float* x, std::size_t n, std::size_t d, const float* q, float* out);
+    // Compact storage: the query stays float32, the stored vector is float16 bits.
+    float (*l2sq_f16)(const float* q, const std::uint16_t* x, std::size_t d);
+    float (*ip_f16)(const float* q, const std::uint16_t* x, std::size_t d);
+    // int8 codes with one scale per vector: x = scale * code.
+    float (*l2sq_i8)(const float* q, const std::int8_t* x, float scale, std::size_t d);
+    float (*ip_i8)(const float* q, const std::int8_t* x, float scale, std::size_t d);
+
+    // Conversions (round to nearest even; bit-exact across instruction sets).
+    void (*f16_to_f32)(const std::uint16_t* src, float* dst, std::size_t n);
+    void (*f32_to_f16)(const float* src, std::uint16_t* dst, std::size_t n);
+    // One packed int8 panel (d rows of kNR codes) to float32: out[r][j] = codes[r][j] * scales[j].
+    void (*dequant_i8_panel)(const std::int8_t* codes, const float* scales, std::size_t d, float* out);
+
+    // Squared norms of the w lanes of a packed block p[d][w] (w = kMR or kNR), each lane
+    // accumulated sequentially over d with fma.
+    void (*packed_sqnorms)(const float* p, std::size_t d, std::size_t w, float* out);
+
+    // The micro-kernel. qp: packed queries [d][kMR]; xp: packed bank panel [d][kNR].
+    // If qn == nullptr: out[i][j] = q_i . x_j (raw dots; thr and mask unused).
+    // Otherwise out[i][j] = max(0, fma(-2, q_i . x_j, qn[i] + xn[j])) and bit j of mask[i]
+    // is set where out[i][j] <= thr[i].
+    void (*tile)(const float* qp, const float* xp, std::size_t d, const float* qn,
+                 const float* xn, const float* thr, float* out, std::uint32_t* mask);
+};
+
+const Kernels& scalar_kernels();
+const Kernels* avx2_kernels();    // nullptr if not compiled in
+const Kernels* avx512_kernels();  // nullptr if not compiled in
+const Kernels* neon_kernels();    // nullptr if not compiled in
+
+// CPU capabilities, detected once.
+struct CpuFeatures {
+    bool avx2_fma_f16c = false;
+    bool avx512 = false;  // F, BW, DQ, VL and OS support for the ZMM state
+    bool neon = false;
+};
+const CpuFeatures& cpu_features();
+
+// Dispatch: the table every call uses, chosen once from the CPU (or NPAD_EDGE_ISA) and
+// overridable with set_isa. Calls read the table once at their start, never per distance.
+const Kernels& active_kernels();
+std::vector<std::string> available_isas();  // best first, "scalar" last
+// Forces an instruction set by name ("scalar", "avx2", "avx512", "neon"); "" or "auto"
+// returns to the automatic choice. Throws InvalidInput if it is not available here.
+void set_isa(const std::string& name);
+const Kernels& kernels_by_name(const std::string& name);  // throws InvalidInput
+
+}  // namespace npad

@@ -1,0 +1,197 @@
+"""greedy_coreset against a straightforward numpy implementation of the same algorithm."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from npad_edge import search
+from npad_edge.errors import InvalidInputError
+
+M64 = (1 << 64) - 1
+
+
+class SplitMix64:
+    """Pure-Python copy of the documented generator: checks the C++ one is what the docs say."""
+
+    def __init__(self, seed):
+        self.s = seed & M64
+
+    def next(self):
+        self.s = (self.s + 0x9E3779B97F4A7C15) & M64
+        z = self.s
+        z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
+        z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
+        return z ^ (z >> 31)
+
+
+def py_projection(dim, proj_dim, seed):
+    rng = SplitMix64(seed ^ 0x50524F4A45435431)
+    n = dim * proj_dim
+    out = np.empty(n, np.float32)
+    scale = 1.0 / math.sqrt(proj_dim)
+    for i in range(0, n, 2):
+        u1 = ((rng.next() >> 11) + 1) * 2.0**-53
+        u2 = (rng.next() >> 11) * 2.0**-53
+        r = math.sqrt(-2.0 * math.log(u1))
+        out[i] = r * math.cos(2 * math.pi * u2) * scale
+        if i + 1 < n:
+            out[i + 1] = r * math.sin(2 * math.pi * u2) * scale
+    return out.reshape(dim, proj_dim)
+
+
+def py_starts(n, n_starts, seed):
+    rng = SplitMix64(seed ^ 0x5354415254533031)
+    a = list(range(n))
+    for i in range(min(n, n_starts)):
+        j = i + ((rng.next() * (n - i)) >> 64)
+        a[i], a[j] = a[j], a[i]
+    return a[: min(n, n_starts)]
+
+
+def numpy_greedy(features, n_select, proj_dim=128, n_starts=10, seed=0):
+    """The documented algorithm, written plainly in float64."""
+    n, d = features.shape
+    y = features.astype(np.float64)
+    if proj_dim is not None and proj_dim < d:
+        y = y @ search.projection_matrix(d, proj_dim, seed).astype(np.float64)
+    starts = search.coreset_start_indices(n, n_starts, seed)
+    score = np.mean([np.linalg.norm(y - y[s], axis=1) for s in starts], axis=0)
+    out = []
+    for _ in range(n_select):
+        sel = int(np.argmax(score))  # first maximum: ties to the lowest index
+        out.append(sel)
+        score[sel] = -np.inf
+        score = np.minimum(score, np.linalg.norm(y - y[sel], axis=1))
+    return np.array(out, np.int64)
+
+
+def test_projection_and_starts_follow_documented_rng():
+    np.testing.assert_allclose(search.projection_matrix(13, 7, 42), py_projection(13, 7, 42), rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(search.coreset_start_indices(1000, 10, 3), py_starts(1000, 10, 3))
+    np.testing.assert_array_equal(search.coreset_start_indices(5, 10, 3), py_starts(5, 10, 3))
+    p = search.projection_matrix(256, 64, 0)
+    assert p.shape == (256, 64) and p.dtype == np.float32
+    assert abs(p.std() * 8 - 1) < 0.05 and abs(p.mean()) < 0.01  # N(0, 1/64)
+
+
+@pytest.mark.parametrize("isa", search.available_isas())
+@pytest.mark.parametrize(
+    "n,d,n_select,proj_dim,n_starts,seed",
+    [(400, 48, 60, 16, 10, 0), (300, 10, 300, 128, 3, 7), (257, 33, 40, None, 1, 123), (50, 8, 20, 4, 100, 5)],
+)
+def test_equals_numpy_reference(isa, n, d, n_select, proj_dim, n_starts, seed):
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, d), dtype=np.float32)
+    try:
+        search.set_isa(isa)
+        got = search.greedy_coreset(features, n_select, proj_dim=proj_dim, n_starts=n_starts, seed=seed)
+    finally:
+        search.set_isa(None)
+    want = numpy_greedy(features, n_select, proj_dim, n_starts, seed)
+    assert got.dtype == np.int64 and got.shape == (n_select,)
+    np.testing.assert_array_equal(got, want)
+    assert len(set(got.tolist())) == n_select
+
+
+def test_seed_and_thread_determinism():
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((20000, 64), dtype=np.float32)
+    a = search.greedy_coreset(features, 200, proj_dim=32, seed=1, threads=1)
+    b = search.greedy_coreset(features, 200, proj_dim=32, seed=1, threads=2)
+    c = search.greedy_coreset(features, 200, proj_dim=32, seed=1, threads=5)
+    d = search.greedy_coreset(features, 200, proj_dim=32, seed=2, threads=2)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(a, d)
+
+
+def test_duplicates_still_give_distinct_indices():
+    features = np.repeat(np.eye(3, dtype=np.float32), 4, axis=0)  # 3 distinct points, 12 rows
+    got = search.greedy_coreset(features, 12, proj_dim=None, n_starts=2)
+    assert sorted(got.tolist()) == list(range(12))
+    np.testing.assert_array_equal(got, numpy_greedy(features, 12, None, 2))
+    assert set(got[:3] // 4) == {0, 1, 2}  # one of each distinct point first
+
+
+def test_progress_reports_and_finishes():
+    rng = np.random.default_rng(0)
+    features = rng.standard_normal((500, 16), dtype=np.float32)
+    calls = []
+    search.greedy_coreset(features, 50, proj_dim=8, progress=lambda done, total: calls.append((done, total)))
+    assert calls[0] == (0, 50) and calls[-1] == (50, 50)
+    assert all(0 <= d <= t == 50 for d, t in calls)
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_exception_in_progress_stops_and_propagates(exc):
+    features = np.random.default_rng(0).standard_normal((50000, 32), dtype=np.float32)
+    seen = []
+
+    def progress(done, total):
+        seen.append(done)
+        if done > 0 or len(seen) > 1:
+            raise exc("stop")
+
+    t0 = time.perf_counter()
+    with pytest.raises(exc, match="stop"):
+        search.greedy_coreset(features, 40000, proj_dim=None, progress=progress, threads=2)
+    assert time.perf_counter() - t0 < 10  # far less than the full selection
+    assert len(seen) == 2 and 0 < seen[-1] < 40000
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="POSIX signals")
+def test_ctrl_c_interrupts_long_selection():
+    features = np.random.default_rng(0).standard_normal((100000, 32), dtype=np.float32)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            search.greedy_coreset(features, 90000, proj_dim=None, threads=2)
+    finally:
+        timer.cancel()
+    assert time.perf_counter() - t0 < 10
+
+
+GOOD = np.zeros((10, 4), np.float32)
+
+
+@pytest.mark.parametrize(
+    "features,kwargs,match",
+    [
+        (GOOD.astype(np.float64), {}, "float32"),
+        (np.asfortranarray(np.zeros((10, 4), np.float32)), {}, "C-contiguous"),
+        (np.zeros(10, np.float32), {}, "2-D"),
+        (np.zeros((0, 4), np.float32), {"n_select": 1}, "at least one"),
+        (GOOD, {"n_select": 0}, "n_select"),
+        (GOOD, {"n_select": 11}, "n_select"),
+        (GOOD, {"proj_dim": 0}, "proj_dim"),
+        (GOOD, {"n_starts": 0}, "n_starts"),
+        (GOOD, {"threads": 0}, "threads"),
+        (GOOD, {"progress": 3}, "progress"),
+        (np.array([[0, np.nan]] * 3, np.float32), {"proj_dim": 1}, "NaN"),
+        (np.array([[0, np.inf]] * 3, np.float32), {"proj_dim": None}, "inf"),
+    ],
+)
+def test_bad_input(features, kwargs, match):
+    kwargs = {"n_select": 2, **kwargs}
+    n_select = kwargs.pop("n_select")
+    with pytest.raises(InvalidInputError, match=match):
+        search.greedy_coreset(features, n_select, **kwargs)
+
+
+def test_equals_reference_on_clustered_data_where_pruning_applies():
+    # Tight clusters: most updates are skipped by the triangle-inequality bound, which must
+    # not change a single index.
+    rng = np.random.default_rng(4)
+    centers = 10 * rng.standard_normal((30, 24))
+    features = (centers[rng.integers(0, 30, 3000)] + 0.3 * rng.standard_normal((3000, 24))).astype(np.float32)
+    got = search.greedy_coreset(features, 400, proj_dim=12, seed=3, threads=2)
+    np.testing.assert_array_equal(got, numpy_greedy(features, 400, 12, 10, 3))

@@ -1,0 +1,156 @@
+"""Every compiled kernel set against the scalar oracle, through the _core testing hook."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from npad_edge import _core, search
+
+ISAS = search.available_isas()
+SIMD = [i for i in ISAS if i != "scalar"]
+MR, NR = _core.tile_shape()
+DIMS = [1, 7, 17, 152, 1024, 1536]
+
+
+def k(isa, op, *args):
+    return _core._kernel(isa, op, *args)
+
+
+def test_scalar_always_available_and_isa_reported():
+    assert ISAS[-1] == "scalar"
+    assert search.isa() in ISAS
+
+
+@pytest.mark.parametrize("isa", SIMD or ["scalar"])
+@pytest.mark.parametrize("d", DIMS)
+def test_tile_bit_identical_to_scalar(isa, d):
+    rng = np.random.default_rng(d)
+    qp = rng.standard_normal((d, MR), dtype=np.float32)
+    xp = rng.standard_normal((d, NR), dtype=np.float32)
+    ref_dots, _ = k("scalar", "tile", qp, xp)
+    dots, _ = k(isa, "tile", qp, xp)
+    np.testing.assert_array_equal(dots, ref_dots)
+    # The dots are real dot products (not just equal garbage).
+    np.testing.assert_allclose(ref_dots, qp.T.astype(np.float64) @ xp.astype(np.float64), rtol=1e-4, atol=1e-4 * d)
+
+    qn = (qp.astype(np.float64) ** 2).sum(0).astype(np.float32)
+    xn = (xp.astype(np.float64) ** 2).sum(0).astype(np.float32)
+    xn[-3:] = np.inf  # padding columns
+    thr = np.quantile(ref_dots, 0.5, axis=1).astype(np.float32) + qn  # some pass, some not
+    thr[0], thr[1] = np.inf, -np.inf
+    ref_d, ref_m = k("scalar", "tile", qp, xp, qn, xn, thr)
+    dist, mask = k(isa, "tile", qp, xp, qn, xn, thr)
+    np.testing.assert_array_equal(dist, ref_d)
+    np.testing.assert_array_equal(mask, ref_m)
+    assert (dist >= 0).all()
+    expect = np.array([sum(1 << j for j in range(NR) if ref_d[i, j] <= thr[i]) for i in range(MR)], np.uint32)
+    np.testing.assert_array_equal(ref_m, expect)
+    assert ref_m[1] == 0 and ref_m[0] == 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("w", [MR, NR, 5])
+def test_packed_sqnorms_bit_identical(isa, w):
+    rng = np.random.default_rng(w)
+    p = rng.standard_normal((153, w), dtype=np.float32)
+    ref = k("scalar", "packed_sqnorms", p)
+    np.testing.assert_array_equal(k(isa, "packed_sqnorms", p), ref)
+    np.testing.assert_allclose(ref, (p.astype(np.float64) ** 2).sum(0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_f16_to_f32_all_bit_patterns(isa):
+    h = np.arange(1 << 16, dtype=np.uint16)
+    got = k(isa, "f16_to_f32", h)
+    want = h.view(np.float16).astype(np.float32)
+    nan = np.isnan(want)
+    np.testing.assert_array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].view(np.uint32), want[~nan].view(np.uint32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_f32_to_f16_round_to_nearest_even(isa):
+    rng = np.random.default_rng(1)
+    x = np.concatenate([
+        rng.standard_normal(4001).astype(np.float32) * 10.0 ** rng.integers(-9, 6, 4001),
+        np.float16(np.arange(-2048, 2048)).astype(np.float32) + np.float32(0.5) * 2.0**-10,  # ties
+        np.array([0.0, -0.0, 65504, 65519, 65520, 1e9, -1e9, 6e-8, 3e-8, 2.9e-8, 1e-10], np.float32),
+    ]).astype(np.float32)
+    got = k(isa, "f32_to_f16", x)
+    with np.errstate(over="ignore"):
+        want = x.astype(np.float16).view(np.uint16)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_dequant_i8_panel_exact(isa):
+    rng = np.random.default_rng(2)
+    codes = rng.integers(-127, 128, (37, NR)).astype(np.int8)
+    scales = rng.random(NR).astype(np.float32)
+    got = k(isa, "dequant_i8_panel", codes, scales)
+    np.testing.assert_array_equal(got, codes.astype(np.float32) * scales)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", DIMS)
+def test_direct_kernels_match_oracle(isa, d):
+    rng = np.random.default_rng(100 + d)
+    a = rng.standard_normal(d, dtype=np.float32)
+    b = rng.standard_normal(d, dtype=np.float32)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    tol = dict(rtol=1e-5, atol=1e-5 * np.sqrt(d))
+    for op, exact in (("l2sq_f32", ((a64 - b64) ** 2).sum()), ("ip_f32", a64 @ b64)):
+        np.testing.assert_allclose(k(isa, op, a, b), exact, **tol)
+        np.testing.assert_allclose(k(isa, op, a, b), k("scalar", op, a, b), **tol)
+    h = b.astype(np.float16)
+    h64 = h.astype(np.float64)
+    np.testing.assert_allclose(k(isa, "l2sq_f16", a, h.view(np.uint16)), ((a64 - h64) ** 2).sum(), **tol)
+    np.testing.assert_allclose(k(isa, "ip_f16", a, h.view(np.uint16)), a64 @ h64, **tol)
+    codes = rng.integers(-127, 128, d).astype(np.int8)
+    s = np.float32(0.0173)
+    x64 = codes.astype(np.float64) * np.float64(s)
+    np.testing.assert_allclose(k(isa, "l2sq_i8", a, codes, s), ((a64 - x64) ** 2).sum(), **tol)
+    np.testing.assert_allclose(k(isa, "ip_i8", a, codes, s), a64 @ x64, **tol)
+
+
+def test_kernel_hook_rejects_unknown_isa_and_wrong_dtype():
+    from npad_edge.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="available"):
+        k("sse9", "l2sq_f32", np.zeros(3, np.float32), np.zeros(3, np.float32))
+    with pytest.raises(InvalidInputError, match="float32"):
+        k("scalar", "l2sq_f32", np.zeros(3), np.zeros(3, np.float32))
+
+
+def test_set_isa_forces_and_restores():
+    from npad_edge.errors import InvalidInputError
+
+    default = search.isa()
+    try:
+        for name in ISAS:
+            search.set_isa(name)
+            assert search.isa() == name
+        with pytest.raises(InvalidInputError) as e:
+            search.set_isa("avx9000")
+        for name in ISAS:
+            assert name in str(e.value)
+        with pytest.raises(InvalidInputError):
+            search.set_isa(3)
+    finally:
+        search.set_isa(None)
+    assert search.isa() == default
+
+
+def test_env_var_forces_isa(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = "from npad_edge import search; print(search.isa())"
+    env = dict(os.environ, NPAD_EDGE_ISA="scalar")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scalar"
+    env["NPAD_EDGE_ISA"] = "no-such-isa"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode != 0 and "InvalidInputError" in out.stderr and "scalar" in out.stderr

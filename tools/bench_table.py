@@ -1,0 +1,118 @@
+#!/usr/bin/env python
+"""Turn pytest-benchmark JSON from tests/benchmarks/test_bench_search.py into markdown tables.
+
+    python tools/bench_table.py bench.json [--ghz 2.6] [--flop-per-cycle 32]
+
+Each time is the median over rounds. GFLOP/s counts 2 FLOP per multiply-add of the distance
+GEMM (search: 2*M*N*D; projection: 2*N*D*P) or 3*N*P per greedy step (subtract, multiply,
+add). The FMA peak is  cores x GHz x FLOP/cycle/core  where
+  cores  = the benchmark's thread count,
+  GHz    = the "cpu MHz" /proc/cpuinfo reported during the run (nominal, not turbo: a figure
+           above 100% means the core ran faster than reported) unless --ghz is given,
+  FLOP/cycle/core from the instruction set the core ran: 2 FMA pipes x 8 float lanes x 2 for
+           avx2; for avx512 64 on Intel (two 512-bit FMA pipes) but 32 on AMD Zen 4, which
+           splits each 512-bit FMA over its two 256-bit pipes; neon 2 x 4 x 2 = 16 (override
+           with --flop-per-cycle).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+
+def flop_per_cycle(isa: str, vendor: str) -> int:
+    if isa == "avx512":
+        return 32 if "AMD" in (vendor or "") else 64
+    return {"avx2": 32, "neon": 16, "scalar": 2}.get(isa, 2)
+
+
+def load(paths):
+    benches = []
+    for p in paths:
+        with open(p) as f:
+            benches += json.load(f)["benchmarks"]
+    return benches
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("json", nargs="+")
+    ap.add_argument("--ghz", type=float, default=None)
+    ap.add_argument("--flop-per-cycle", type=int, default=None)
+    a = ap.parse_args(argv)
+    benches = load(a.json)
+    if not benches:
+        print("no benchmarks in input", file=sys.stderr)
+        return 1
+    info = benches[0]["extra_info"]
+    ghz = a.ghz or (info.get("cpu_mhz") or 0) / 1000 or None
+    fpc = a.flop_per_cycle or flop_per_cycle(info.get("isa", ""), info.get("vendor", ""))
+    threads = info.get("threads", 1)
+    peak = threads * ghz * fpc if ghz else None
+    out = []
+    out.append(f"Machine: {info.get('vendor')} ({info.get('cpus')} CPUs), isa={info.get('isa')}, "
+               f"{threads} threads; FMA peak = {threads} x {ghz:.2f} GHz x {fpc} FLOP/cycle = "
+               f"{peak:.0f} GFLOP/s" if peak else "FMA peak unknown (no clock)")
+    out.append("")
+
+    def med(b):
+        return statistics.median(b["stats"]["data"])
+
+    def fmt(b):
+        t = med(b)
+        gf = b["extra_info"]["flop"] / t / 1e9
+        pct = f"{100 * gf / peak:.0f}%" if peak else "-"
+        return t, gf, pct
+
+    # Search: one row per (D, N, k), columns per implementation.
+    rows = defaultdict(dict)
+    for b in benches:
+        e = b["extra_info"]
+        if e.get("kind") == "search":
+            rows[(e["D"], e["N"], e["k"])][e["impl"]] = b
+    if rows:
+        out.append("| D | N | k | npad ms | GFLOP/s | % peak | faiss ms | GFLOP/s | % peak | numpy ms | GFLOP/s | % peak | npad vs faiss | npad vs numpy |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        for (d, n, k) in sorted(rows):
+            r = rows[(d, n, k)]
+            cells = [str(d), str(n), str(k)]
+            for impl in ("npad", "faiss", "numpy"):
+                if impl in r:
+                    t, gf, pct = fmt(r[impl])
+                    cells += [f"{t * 1e3:.1f}", f"{gf:.1f}", pct]
+                else:
+                    cells += ["-", "-", "-"]
+            for other in ("faiss", "numpy"):
+                cells.append(f"{med(r[other]) / med(r['npad']):.2f}x" if other in r and "npad" in r else "-")
+            out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+
+    # Coreset parts: one row per implementation.
+    for kind, title in (("coreset_steps", "Greedy coreset steps"), ("projection", "Coreset random projection")):
+        group = [b for b in benches if b["extra_info"].get("kind") == kind]
+        if not group:
+            continue
+        ref = next((b for b in group if b["extra_info"]["impl"] == "npad"), None)
+        e0 = group[0]["extra_info"]
+        extra = f", {e0['steps']} steps" if "steps" in e0 else ""
+        out.append(f"{title} (N={e0['N']}, D={e0['D']}{extra}):")
+        out.append("")
+        out.append("| impl | time s | per step ms | GFLOP/s | % peak | npad speed-up |")
+        out.append("|---|---|---|---|---|---|")
+        for b in group:
+            t, gf, pct = fmt(b)
+            steps = b["extra_info"].get("steps")
+            per = f"{t / steps * 1e3:.2f}" if steps else "-"
+            sp = f"{t / med(ref):.2f}x" if ref else "-"
+            out.append(f"| {b['extra_info']['impl']} | {t:.3f} | {per} | {gf:.1f} | {pct} | {sp} |")
+        out.append("")
+    print("\n".join(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
