@@ -1,0 +1,209 @@
+"""``FeatureExtractor``: uint8 images in, PatchCore patch features out, all inside one module.
+
+This module is what export converts to OpenVINO, so everything from the decoded image to the
+feature map (dtype, layout, resize, normalisation, taps, aggregation, reduction) is in
+``forward`` and the IR computes the same thing as torch.
+
+Resize: bilinear, ``align_corners=False``, **antialias=True**. Without antialiasing, a 900x900
+camera frame resized to 256 samples only ~2x2 of every 3.5x3.5 source pixels and aliases fine
+texture; with it, the kernel widens to cover the whole footprint (PIL-like). OpenVINO converts
+torch's antialiased bilinear resize to ``Interpolate`` (antialias=true) and matches torch to
+~1e-5 relative (see tests/test_features.py), so no area-pooling workaround is needed. When the
+input already has ``image_size`` the resize is an exact identity (and is kept in the graph, so
+the exported model accepts any input size).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import InvalidInputError
+from .tap import TapBackbone, create_backbone
+
+__all__ = ["FeatureExtractor", "CONFIG_FORMAT", "CONFIG_VERSION"]
+
+CONFIG_FORMAT = "npad_edge.feature_extractor"
+CONFIG_VERSION = 1
+
+
+def _channel_pool_plan(d_in: int, d_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather indices (d_out * L,) and weights (d_out, L) reproducing adaptive_avg_pool1d."""
+    bins = []
+    for i in range(d_out):
+        start = (i * d_in) // d_out
+        end = -(-((i + 1) * d_in) // d_out)
+        bins.append(range(start, end))
+    width = max(len(b) for b in bins)
+    idx = torch.zeros(d_out, width, dtype=torch.long)
+    w = torch.zeros(d_out, width, dtype=torch.float32)
+    for i, b in enumerate(bins):
+        idx[i, : len(b)] = torch.tensor(list(b))
+        w[i, : len(b)] = 1.0 / len(b)
+    return idx.reshape(-1), w
+
+
+class FeatureExtractor(nn.Module):
+    """images (B, H, W, 3) uint8 RGB -> features (B, D, h, w) float32.
+
+    Steps: float, NHWC -> NCHW, bilinear antialiased resize to ``image_size``, normalise with the
+    backbone's mean/std, backbone taps, ``aggregate`` x ``aggregate`` local average per tap
+    (stride 1, zero padding counted, as ``avg_pool2d(k, 1, k // 2)``), every tap brought to the
+    grid of the stride-8 tap (coarser taps: bilinear upsampling, ``align_corners=False``; finer
+    taps: adaptive average pooling), concatenation in tap order, then optionally
+    ``feature_dim``: adaptive average pooling over channels (PatchCore's reduction).
+
+    ``h, w = ceil(image_size / grid_stride)`` where ``grid_stride`` is 8 when a stride-8 tap is
+    present, else the finest tap's stride. ``D = sum(channels)`` or ``feature_dim``.
+    """
+
+    def __init__(
+        self,
+        backbone: TapBackbone,
+        *,
+        image_size: tuple[int, int] | int = (256, 256),
+        feature_dim: int | None = None,
+        aggregate: int = 3,
+        antialias: bool = True,
+    ):
+        super().__init__()
+        if isinstance(image_size, int):
+            image_size = (image_size, image_size)
+        image_size = tuple(int(s) for s in image_size)
+        if len(image_size) != 2 or min(image_size) < 32:
+            raise InvalidInputError(f"image_size must be (H, W) with H, W >= 32, got {image_size}")
+        if not (isinstance(aggregate, int) and aggregate >= 1 and aggregate % 2 == 1):
+            raise InvalidInputError(f"aggregate must be an odd positive int, got {aggregate!r}")
+        d_in = sum(backbone.channels)
+        ok_dim = isinstance(feature_dim, int) and 1 <= feature_dim <= d_in
+        if feature_dim is not None and not ok_dim:
+            raise InvalidInputError(
+                f"feature_dim must be an int in [1, {d_in}] (the concatenated tap channels), "
+                f"got {feature_dim!r}"
+            )
+        self.backbone = backbone
+        self.image_size: tuple[int, int] = image_size  # type: ignore[assignment]
+        self.feature_dim = feature_dim
+        self.aggregate = aggregate
+        self.antialias = bool(antialias)
+        strides = backbone.strides
+        self.grid_stride = 8 if 8 in strides else min(strides)
+        self.grid_size = (
+            math.ceil(image_size[0] / self.grid_stride),
+            math.ceil(image_size[1] / self.grid_stride),
+        )
+        self.out_dim = feature_dim if feature_dim is not None else d_in
+
+        # (x / 255 - mean) / std folded into one multiply-add.
+        mean = torch.tensor(backbone.mean, dtype=torch.float32)
+        std = torch.tensor(backbone.std, dtype=torch.float32)
+        self.register_buffer("_scale", (1.0 / (255.0 * std)).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("_shift", (-mean / std).view(1, 3, 1, 1), persistent=False)
+        if feature_dim is not None and feature_dim != d_in:
+            idx, w = _channel_pool_plan(d_in, feature_dim)
+            self.register_buffer("_pool_idx", idx, persistent=False)
+            self.register_buffer("_pool_w", w.view(1, feature_dim, -1, 1, 1), persistent=False)
+        else:
+            self._pool_idx = None
+        self.eval()
+
+    # -- forward -------------------------------------------------------------------------------
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, H, W, 3) uint8 -> (B, 3, *image_size) float32, normalised."""
+        if not torch.jit.is_tracing() and (
+            images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3
+        ):
+            raise InvalidInputError(
+                f"expected images (B, H, W, 3) uint8, got {tuple(images.shape)} {images.dtype}"
+            )
+        x = images.permute(0, 3, 1, 2).to(torch.float32)
+        # Always resized, even at image_size (then an exact identity), so a traced/exported
+        # graph keeps the resize for other input sizes.
+        x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
+                          antialias=self.antialias)
+        return x * self._scale + self._shift
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, H, W, 3) uint8 RGB -> (B, D, h, w) float32 (see class docstring)."""
+        feats = self.backbone(self.preprocess(images))
+        grid = None
+        for f, s in zip(feats, self.backbone.strides):
+            if s == self.grid_stride:
+                grid = f.shape[-2:]
+                break
+        out = []
+        k = self.aggregate
+        for f, s in zip(feats, self.backbone.strides):
+            if k > 1:
+                f = F.avg_pool2d(f, k, stride=1, padding=k // 2)  # count_include_pad=True
+            if s > self.grid_stride:
+                f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
+            elif s < self.grid_stride:
+                f = F.adaptive_avg_pool2d(f, grid)
+            out.append(f)
+        x = torch.cat(out, dim=1) if len(out) > 1 else out[0]
+        if self._pool_idx is not None:
+            x = x.index_select(1, self._pool_idx).unflatten(1, (self.out_dim, -1))
+            x = (x * self._pool_w).sum(dim=2)
+        return x
+
+    # -- description ---------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        """JSON-able description; ``FeatureExtractor.from_config`` rebuilds the module."""
+        b = self.backbone
+        return {
+            "format": CONFIG_FORMAT,
+            "format_version": CONFIG_VERSION,
+            "input": {"layout": "NHWC", "dtype": "uint8", "channels": "RGB"},
+            "backbone": b.name,
+            "weights": b.weights,
+            "weights_file": b.weights_file,
+            "weights_sha256": b.weights_sha256,
+            "seed": b.seed,
+            "taps": list(b.taps),
+            "strides": list(b.strides),
+            "channels": list(b.channels),
+            "normalization": b.normalization,
+            "mean": list(b.mean),
+            "std": list(b.std),
+            "image_size": list(self.image_size),
+            "resize": {"mode": "bilinear", "align_corners": False, "antialias": self.antialias},
+            "aggregate": self.aggregate,
+            "grid_stride": self.grid_stride,
+            "grid_size": list(self.grid_size),
+            "feature_dim": self.feature_dim,
+            "out_dim": self.out_dim,
+        }
+
+    @classmethod
+    def from_config(cls, cfg: Mapping[str, Any], weights: str | None = None) -> "FeatureExtractor":
+        """Rebuild from ``config()``; ``weights`` overrides ``cfg["weights"]`` (e.g. a path)."""
+        if cfg.get("format") != CONFIG_FORMAT:
+            raise InvalidInputError(f"not a feature-extractor config: format={cfg.get('format')!r}")
+        if int(cfg.get("format_version", 0)) > CONFIG_VERSION:
+            raise InvalidInputError(
+                f"feature-extractor config version {cfg['format_version']} is newer than this "
+                f"npad_edge understands ({CONFIG_VERSION})"
+            )
+        backbone = create_backbone(
+            cfg["backbone"],
+            weights=cfg["weights"] if weights is None else weights,
+            seed=int(cfg.get("seed", 0)),
+            taps=cfg["taps"],
+            normalization=cfg.get("normalization", "imagenet"),
+        )
+        return cls(
+            backbone,
+            image_size=tuple(cfg["image_size"]),
+            feature_dim=cfg.get("feature_dim"),
+            aggregate=int(cfg.get("aggregate", 3)),
+            antialias=bool(cfg.get("resize", {}).get("antialias", True)),
+        )
+
+    def extra_repr(self) -> str:
+        return (f"image_size={self.image_size}, aggregate={self.aggregate}, "
+                f"grid_stride={self.grid_stride}, out_dim={self.out_dim}")
