@@ -1,0 +1,312 @@
+"""N-pad (Jang, Hwang, Park, "N-pad: Neighboring Pixel-based Industrial Anomaly Detection", CVPRW 2023).
+
+The paper's method section is not public, so this is the "natural reading" of METHODS.md with
+every unpublished choice a named setting:
+
+1. Optional feature reduction to ``feature_dim`` dims (PCA fitted on nominal patches, or a
+   seeded Gaussian random projection).
+2. Per position (i, j): a Gaussian of the nominal features of all training images at the
+   positions of the (2r+1) x (2r+1) window around (i, j) (r = ``radius``; windows are clipped
+   at the border). The covariance is shrunk towards a scaled identity,
+   ``(1 - shrinkage) * S + shrinkage * tr(S)/D * I``, and stored as the inverse Cholesky factor
+   W (lower triangular, packed, float32 or float16) so that ``maha(x) = ||W (x - mu)||``.
+3. A centroid set: seeded k-means (``n_centroids``) of all nominal patch features; the
+   Euclidean term is the distance to the nearest centroid (``search.FlatIndex``).
+4. Each term is normalised with nominal statistics, ``z = (s - mean) / std`` computed on the
+   training patches (``normalize="global"``: one mean/std per term; ``"position"``: per position
+   for the Mahalanobis term), and combined: ``"sum"`` -> ``weight * z_maha + (1 - weight) * z_eucl``,
+   ``"max"`` -> ``max(z_maha, z_eucl)``, or one term alone (``"mahalanobis"``, ``"euclidean"``).
+5. Image score: the largest combined patch score.
+
+Memory of the stored state: ``h*w*D*(D+1)/2`` factor entries (float16: 2 bytes each) plus
+``h*w*D`` means plus ``n_centroids*D`` centroids.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import search
+from ._kmeans import kmeans
+from .base import AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
+
+__all__ = ["NPad"]
+
+
+class NPad(AnomalyMethod):
+    """Per-position neighbourhood Gaussians + nominal centroid set (see module docstring).
+
+    Settings
+    --------
+    radius : int >= 0
+        Window radius r in feature-grid cells; the window is (2r+1) x (2r+1).
+    feature_dim : int | None
+        Reduce features to this many dims before modelling (None: keep all).
+    reduction : "pca" | "random"
+        How to reduce (only used with ``feature_dim``).
+    shrinkage : float in [0, 1]
+        Covariance shrinkage towards ``tr(S)/D * I``.
+    n_centroids : int >= 0
+        k-means centroids of the nominal set (0: no Euclidean term).
+    kmeans_iters, kmeans_sample : int
+        Lloyd iterations; at most this many nominal patches (seeded sample) are clustered.
+    combine : "sum" | "max" | "mahalanobis" | "euclidean"
+    weight : float in [0, 1]
+        Weight of the Mahalanobis term with ``combine="sum"``.
+    normalize : "global" | "position"
+    precision : "float32" | "float16"
+        Storage precision of the whitening factors (scoring always runs in float32).
+    """
+
+    name = "npad"
+    DEFAULTS: Mapping[str, Any] = {
+        "radius": 1,
+        "feature_dim": 64,
+        "reduction": "pca",
+        "shrinkage": 0.3,
+        "n_centroids": 1024,
+        "kmeans_iters": 20,
+        "kmeans_sample": 100_000,
+        "combine": "sum",
+        "weight": 0.25,
+        "normalize": "global",
+        "precision": "float16",
+    }
+
+    def _validate(self, s: dict[str, Any]) -> dict[str, Any]:
+        require_number(s, "radius", lo=0, integer=True)
+        require_number(s, "feature_dim", lo=1, integer=True, allow_none=True)
+        require_choice(s, "reduction", ("pca", "random"))
+        require_number(s, "shrinkage", lo=0.0, hi=1.0)
+        require_number(s, "n_centroids", lo=0, integer=True)
+        require_number(s, "kmeans_iters", lo=1, integer=True)
+        require_number(s, "kmeans_sample", lo=1, integer=True)
+        require_choice(s, "combine", ("sum", "max", "mahalanobis", "euclidean"))
+        require_number(s, "weight", lo=0.0, hi=1.0)
+        require_choice(s, "normalize", ("global", "position"))
+        require_choice(s, "precision", ("float32", "float16"))
+        for key in ("radius", "n_centroids", "kmeans_iters", "kmeans_sample"):
+            s[key] = int(s[key])
+        if s["feature_dim"] is not None:
+            s["feature_dim"] = int(s["feature_dim"])
+        s["shrinkage"] = float(s["shrinkage"])
+        s["weight"] = float(s["weight"])
+        if s["combine"] in ("sum", "max", "euclidean") and s["n_centroids"] == 0:
+            from ..errors import InvalidInputError
+            raise InvalidInputError(f"combine={s['combine']!r} needs n_centroids > 0")
+        return s
+
+    @property
+    def _use_maha(self) -> bool:
+        return self.settings["combine"] != "euclidean"
+
+    @property
+    def _use_eucl(self) -> bool:
+        return self.settings["combine"] != "mahalanobis"
+
+    def _expected_hw(self) -> tuple[int, int] | None:
+        return self.feature_hw
+
+    # -- reduction ---------------------------------------------------------------------------
+    def _fit_reduction(self, rows: np.ndarray, seed: int) -> None:
+        s = self.settings
+        d = rows.shape[1]
+        if s["feature_dim"] is None or s["feature_dim"] >= d:
+            self._proj = None
+            self._proj_mean = None
+            return
+        rng = np.random.default_rng(seed + 1)
+        if s["reduction"] == "random":
+            proj = rng.standard_normal((d, s["feature_dim"])) / np.sqrt(s["feature_dim"])
+            mean = np.zeros(d)
+        else:
+            sample = rows[np.sort(rng.choice(rows.shape[0], size=min(rows.shape[0], 50_000), replace=False))]
+            sample = sample.astype(np.float64)
+            mean = sample.mean(axis=0)
+            cov = np.cov(sample - mean, rowvar=False)
+            evals, evecs = np.linalg.eigh(cov)
+            order = np.argsort(-evals, kind="stable")[: s["feature_dim"]]
+            proj = evecs[:, order]
+            # a deterministic sign per component, so the same data give the same factors
+            proj *= np.where(proj[np.abs(proj).argmax(axis=0), np.arange(proj.shape[1])] < 0, -1.0, 1.0)
+        self._proj = np.ascontiguousarray(proj, dtype=np.float32)
+        self._proj_mean = np.ascontiguousarray(mean, dtype=np.float32)
+
+    def _reduce(self, features: np.ndarray) -> np.ndarray:
+        """(N, D, h, w) -> (N, h, w, D') float32 (channels last)."""
+        x = features.transpose(0, 2, 3, 1)
+        if self._proj is None:
+            return np.ascontiguousarray(x)
+        return np.ascontiguousarray((x - self._proj_mean) @ self._proj, dtype=np.float32)
+
+    # -- fit ---------------------------------------------------------------------------------
+    def _fit(self, features: np.ndarray, seed: int, progress: ProgressFn | None) -> None:
+        s = self.settings
+        n, _, h, w = features.shape
+        self._fit_reduction(to_rows(features), seed)
+        x = self._reduce(features)                                   # (N, h, w, D)
+        d = x.shape[-1]
+        self._means = self._factors = None
+        self._centroids = None
+        if self._use_maha:
+            self._means, self._factors = _window_gaussians(x, s["radius"], s["shrinkage"], progress)
+            self._factors = self._factors.astype(s["precision"]).astype(np.float32)
+        if self._use_eucl:
+            rows = x.reshape(-1, d)
+            rng = np.random.default_rng(seed)
+            if rows.shape[0] > s["kmeans_sample"]:
+                rows = rows[np.sort(rng.choice(rows.shape[0], size=s["kmeans_sample"], replace=False))]
+            cb = None if progress is None else (lambda done, total: progress("kmeans", done, total))
+            self._centroids = kmeans(np.ascontiguousarray(rows), s["n_centroids"], iters=s["kmeans_iters"],
+                                     seed=seed, progress=cb)
+        self._build_index()
+        # nominal statistics of each term, on the training patches
+        maha, eucl = self._terms(x)
+        self._stats = np.zeros((2, 2), dtype=np.float64)          # [term][mean, std]
+        self._pos_stats = None
+        if maha is not None:
+            self._stats[0] = [maha.mean(), maha.std()]
+            if s["normalize"] == "position":
+                self._pos_stats = np.stack([maha.mean(axis=0), maha.std(axis=0)]).astype(np.float32)
+        if eucl is not None:
+            self._stats[1] = [eucl.mean(), eucl.std()]
+        self._stats[:, 1] = np.maximum(self._stats[:, 1], 1e-12)
+
+    def _build_index(self) -> None:
+        self._index = None if self._centroids is None else search.FlatIndex(self._centroids)
+
+    # -- score -------------------------------------------------------------------------------
+    def _terms(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """x (B, h, w, D) float32 -> raw Mahalanobis (B, h, w) and Euclidean (B, h, w) or None."""
+        b, h, w, d = x.shape
+        maha = eucl = None
+        if self._factors is not None:
+            maha = np.empty((b, h * w), dtype=np.float32)
+            xp = x.reshape(b, h * w, d).transpose(1, 0, 2)            # (P, B, D)
+            step = max(1, 4096 // max(b, 1))                          # positions per block, bounds memory
+            for p0 in range(0, h * w, step):
+                diff = xp[p0:p0 + step] - self._means[p0:p0 + step, None, :]
+                z = np.matmul(diff, self._factors[p0:p0 + step].transpose(0, 2, 1))
+                maha[:, p0:p0 + step] = np.sqrt(np.einsum("pbd,pbd->bp", z, z))
+            maha = maha.reshape(b, h, w)
+        if self._index is not None:
+            dist2, _ = self._index.search(np.ascontiguousarray(x.reshape(-1, d)), 1)
+            eucl = np.sqrt(np.maximum(dist2[:, 0], 0.0)).reshape(b, h, w)
+        return maha, eucl
+
+    def _combine(self, maha: np.ndarray | None, eucl: np.ndarray | None) -> np.ndarray:
+        s = self.settings
+        zm = ze = None
+        if maha is not None:
+            if self._pos_stats is not None:
+                zm = (maha - self._pos_stats[0]) / np.maximum(self._pos_stats[1], 1e-12)
+            else:
+                zm = (maha - self._stats[0, 0]) / self._stats[0, 1]
+        if eucl is not None:
+            ze = (eucl - self._stats[1, 0]) / self._stats[1, 1]
+        if s["combine"] == "mahalanobis":
+            return zm
+        if s["combine"] == "euclidean":
+            return ze
+        if s["combine"] == "max":
+            return np.maximum(zm, ze)
+        return s["weight"] * zm + (1.0 - s["weight"]) * ze
+
+    def _score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        maha, eucl = self._terms(self._reduce(features))
+        patch = self._combine(maha, eucl).astype(np.float32)
+        return patch, patch.reshape(patch.shape[0], -1).max(axis=1)
+
+    def score_terms(self, features: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """The raw (unnormalised) Mahalanobis and Euclidean patch maps (B, h, w), for analysis."""
+        return self._terms(self._reduce(features))
+
+    # -- state -------------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        st: dict[str, np.ndarray] = {"stats": self._stats.astype(np.float64)}
+        if self._proj is not None:
+            st["proj"] = self._proj
+            st["proj_mean"] = self._proj_mean
+        if self._factors is not None:
+            p, d, _ = self._factors.shape
+            tri = np.tril_indices(d)
+            st["means"] = self._means
+            st["factors_packed"] = np.ascontiguousarray(self._factors[:, tri[0], tri[1]]).astype(self.settings["precision"])
+        if self._pos_stats is not None:
+            st["pos_stats"] = self._pos_stats
+        if self._centroids is not None:
+            st["centroids"] = self._centroids
+        return st
+
+    def _load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        self._stats = np.asarray(arrays["stats"], dtype=np.float64)
+        self._proj = np.asarray(arrays["proj"], dtype=np.float32) if "proj" in arrays else None
+        self._proj_mean = np.asarray(arrays["proj_mean"], dtype=np.float32) if "proj" in arrays else None
+        self._means = self._factors = None
+        if self._use_maha:
+            self._means = np.ascontiguousarray(arrays["means"], dtype=np.float32)
+            p, d = self._means.shape
+            packed = np.asarray(arrays["factors_packed"]).astype(np.float32)
+            tri = np.tril_indices(d)
+            self._factors = np.zeros((p, d, d), dtype=np.float32)
+            self._factors[:, tri[0], tri[1]] = packed
+        self._pos_stats = np.asarray(arrays["pos_stats"], dtype=np.float32) if "pos_stats" in arrays else None
+        self._centroids = np.ascontiguousarray(arrays["centroids"], dtype=np.float32) if self._use_eucl else None
+        self._build_index()
+
+
+def _window_gaussians(x: np.ndarray, radius: int, shrinkage: float,
+                      progress: ProgressFn | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per-position window Gaussians of x (N, h, w, D) float32.
+
+    Returns means (h*w, D) float32 and inverse Cholesky factors W (h*w, D, D) float32 (lower
+    triangular) with ``W^T W = inv((1 - shrinkage) * S + shrinkage * tr(S)/D * I)``.
+
+    Second moments are accumulated per grid row in float64 on globally centred data (no
+    cancellation) and box-summed over the window with a rolling buffer of 2r+1 rows, so memory
+    is O((2r+1) * w * D^2) rather than O(h * w * D^2) for the sums.
+    """
+    n, h, w, d = x.shape
+    gmean = x.reshape(-1, d).mean(axis=0, dtype=np.float64)
+    means = np.empty((h * w, d), dtype=np.float32)
+    factors = np.empty((h * w, d, d), dtype=np.float32)
+    cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def row_sums(i: int) -> tuple[np.ndarray, np.ndarray]:
+        # horizontally box-summed first and second moments of grid row i: (w, D), (w, D, D)
+        if i not in cache:
+            xr = x[:, i].astype(np.float64) - gmean                 # (N, w, D)
+            s1 = xr.sum(axis=0)                                      # (w, D)
+            s2 = np.matmul(xr.transpose(1, 2, 0), xr.transpose(1, 0, 2))   # (w, D, D)
+            c1 = np.concatenate([np.zeros((1, d)), np.cumsum(s1, axis=0)])
+            c2 = np.concatenate([np.zeros((1, d, d)), np.cumsum(s2, axis=0)])
+            lo = np.clip(np.arange(w) - radius, 0, w)
+            hi = np.clip(np.arange(w) + radius + 1, 0, w)
+            cache[i] = (c1[hi] - c1[lo], c2[hi] - c2[lo])
+        return cache[i]
+
+    cols = np.clip(np.arange(w) + radius + 1, 0, w) - np.clip(np.arange(w) - radius, 0, w)
+    eye = np.eye(d)
+    for i in range(h):
+        rows = range(max(0, i - radius), min(h, i + radius + 1))
+        s1 = sum(row_sums(r)[0] for r in rows)
+        s2 = sum(row_sums(r)[1] for r in rows)
+        for r in [k for k in cache if k < i - radius + 1]:
+            del cache[r]
+        cnt = (n * len(rows) * cols).astype(np.float64)                # (w,)
+        mu = s1 / cnt[:, None]
+        cov = s2 / cnt[:, None, None] - mu[:, :, None] * mu[:, None, :]
+        scale = np.trace(cov, axis1=1, axis2=2) / d
+        cov = (1.0 - shrinkage) * cov + (shrinkage * scale)[:, None, None] * eye
+        # tiny absolute floor: keeps a constant feature (zero variance) from breaking Cholesky
+        cov += (1e-9 * np.maximum(scale, 1e-12))[:, None, None] * eye
+        chol = np.linalg.cholesky(cov)
+        inv = np.linalg.solve(chol, np.broadcast_to(eye, chol.shape))
+        means[i * w:(i + 1) * w] = mu + gmean
+        factors[i * w:(i + 1) * w] = np.tril(inv)
+        if progress is not None:
+            progress("gaussians", i + 1, h)
+    return means, factors
+

@@ -1,0 +1,159 @@
+"""PatchCore (Roth et al., "Towards Total Recall in Industrial Anomaly Detection", CVPR 2022).
+
+Memory bank = greedy k-center coreset of all nominal patch vectors; patch score = Euclidean
+distance to the nearest bank vector; image score = the largest patch score, optionally
+reweighted as in the paper (Eq. 7):
+
+    s = (1 - exp(d*) / sum_{m in N_b(m*)} exp(||m_test* - m||)) * d*
+
+where m_test* is the worst test patch, m* its nearest bank vector, d* = ||m_test* - m*|| and
+N_b(m*) the b nearest bank vectors of m* (m* itself included, as in the reference
+implementations, so the fraction is the softmax weight of m*).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from .. import search
+from .base import AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
+
+__all__ = ["PatchCore", "reweighted_image_scores"]
+
+
+def reweighted_image_scores(queries: np.ndarray, patch_scores: np.ndarray, nn_idx: np.ndarray,
+                            bank: np.ndarray, support_idx_fn, b: int) -> np.ndarray:
+    """Paper-reweighted image scores.
+
+    queries (B, P, D) float32, patch_scores (B, P) Euclidean NN distances, nn_idx (B, P) int64
+    bank indices of the nearest neighbours, bank (M, D) float32; ``support_idx_fn(vectors (B, D), k)
+    -> (B, k) int64`` returns the k nearest bank vectors of bank vectors. Returns (B,) float32.
+    """
+    bsz = patch_scores.shape[0]
+    rows = np.arange(bsz)
+    worst = np.argmax(patch_scores, axis=1)                       # m_test* per image
+    d_star = patch_scores[rows, worst].astype(np.float64)         # d*
+    m_star = bank[nn_idx[rows, worst]]                            # m*, (B, D)
+    k = min(int(b), bank.shape[0])
+    support = support_idx_fn(np.ascontiguousarray(m_star, dtype=np.float32), k)   # N_b(m*), (B, k)
+    q = queries[rows, worst].astype(np.float64)                   # (B, D)
+    dist = np.linalg.norm(bank[support].astype(np.float64) - q[:, None, :], axis=2)   # (B, k)
+    # exp(d*) / sum exp(dist), computed stably (d* is one of dist up to rounding)
+    shift = np.maximum(dist.max(axis=1), d_star)
+    frac = np.exp(d_star - shift) / np.exp(dist - shift[:, None]).sum(axis=1)
+    return ((1.0 - frac) * d_star).astype(np.float32)
+
+
+class PatchCore(AnomalyMethod):
+    """PatchCore with a greedy coreset bank and exact (or HNSW) nearest-neighbour scoring.
+
+    Settings
+    --------
+    coreset : float in (0, 1]
+        Fraction of all training patch vectors kept in the bank (1.0 keeps all). Default 0.1.
+    coreset_proj_dim : int
+        Random-projection dimension for the greedy distances (paper: 128).
+    coreset_starts : int
+        Random starting points of the greedy selection (paper reference code: 10).
+    bank_dtype : "float32" | "float16"
+        Storage and search precision of the bank (float16 halves the model's bank bytes).
+    index : "flat" | "hnsw"
+        Exact blocked search or approximate HNSW graph search.
+    hnsw_m, hnsw_ef_construction, hnsw_ef : int
+        HNSW graph parameters (used only with ``index="hnsw"``).
+    image_score : "max" | "reweighted"
+        Image score: the largest patch score, or the paper's reweighting of it.
+    reweight_neighbors : int
+        b, the size of N_b(m*) in the reweighting (9, as in the reference code).
+    """
+
+    name = "patchcore"
+    DEFAULTS: Mapping[str, Any] = {
+        "coreset": 0.1,
+        "coreset_proj_dim": 128,
+        "coreset_starts": 10,
+        "bank_dtype": "float32",
+        "index": "flat",
+        "hnsw_m": 16,
+        "hnsw_ef_construction": 200,
+        "hnsw_ef": 64,
+        "image_score": "max",
+        "reweight_neighbors": 9,
+    }
+
+    def _validate(self, s: dict[str, Any]) -> dict[str, Any]:
+        require_number(s, "coreset", lo=0.0, hi=1.0, lo_open=True)
+        require_number(s, "coreset_proj_dim", lo=1, integer=True)
+        require_number(s, "coreset_starts", lo=1, integer=True)
+        require_choice(s, "bank_dtype", ("float32", "float16"))
+        require_choice(s, "index", ("flat", "hnsw"))
+        for key in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef", "reweight_neighbors"):
+            require_number(s, key, lo=1, integer=True)
+        require_choice(s, "image_score", ("max", "reweighted"))
+        s["coreset"] = float(s["coreset"])
+        for key in ("coreset_proj_dim", "coreset_starts", "hnsw_m", "hnsw_ef_construction", "hnsw_ef",
+                    "reweight_neighbors"):
+            s[key] = int(s[key])
+        return s
+
+    # -- fit -------------------------------------------------------------------------------
+    def _fit(self, features: np.ndarray, seed: int, progress: ProgressFn | None) -> None:
+        rows = to_rows(features)
+        n_select = max(1, int(round(self.settings["coreset"] * rows.shape[0])))
+        if n_select >= rows.shape[0]:
+            bank = rows
+        else:
+            cb = None if progress is None else (lambda done, total: progress("coreset", done, total))
+            idx = search.greedy_coreset(rows, n_select, proj_dim=self.settings["coreset_proj_dim"],
+                                        n_starts=self.settings["coreset_starts"], seed=seed, progress=cb)
+            bank = np.ascontiguousarray(rows[np.sort(np.asarray(idx))])
+        self._set_bank(bank.astype(self.settings["bank_dtype"]), seed)
+
+    def _set_bank(self, stored: np.ndarray, seed: int = 0) -> None:
+        self._stored_bank = np.ascontiguousarray(stored)
+        # The search runs on the stored (possibly float16-rounded) values, so a reloaded model
+        # scores exactly as the freshly fitted one.
+        self._bank = np.ascontiguousarray(stored, dtype=np.float32)
+        s = self.settings
+        if s["index"] == "flat":
+            self._index = search.FlatIndex(self._bank, dtype=s["bank_dtype"])
+        else:
+            self._index = search.HnswIndex(self._bank, M=s["hnsw_m"], ef_construction=s["hnsw_ef_construction"],
+                                           ef=s["hnsw_ef"], seed=seed)
+        # Neighbours of bank vectors (for the reweighting) always come from an exact index.
+        self._exact = self._index if s["index"] == "flat" else None
+
+    @property
+    def bank(self) -> np.ndarray:
+        """The memory bank ``(M, D) float32`` (float16-rounded values when ``bank_dtype="float16"``)."""
+        return self._bank
+
+    # -- score -----------------------------------------------------------------------------
+    def _score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        b, d, h, w = features.shape
+        q = to_rows(features)
+        dist2, idx = self._index.search(q, 1)
+        patch = np.sqrt(np.maximum(dist2[:, 0], 0.0)).reshape(b, h * w)
+        if self.settings["image_score"] == "max":
+            image = patch.max(axis=1)
+        else:
+            image = reweighted_image_scores(q.reshape(b, h * w, d), patch, idx[:, 0].reshape(b, h * w),
+                                            self._bank, self._support, self.settings["reweight_neighbors"])
+        return patch.reshape(b, h, w), image
+
+    def _support(self, vectors: np.ndarray, k: int) -> np.ndarray:
+        if self._exact is None:
+            self._exact = search.FlatIndex(self._bank, dtype=self.settings["bank_dtype"])
+        return np.asarray(self._exact.search(vectors, k)[1])
+
+    # -- state -----------------------------------------------------------------------------
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"bank": self._stored_bank}
+
+    def _load(self, arrays: Mapping[str, np.ndarray]) -> None:
+        bank = np.asarray(arrays["bank"])
+        if bank.dtype != np.dtype(self.settings["bank_dtype"]):
+            bank = bank.astype(self.settings["bank_dtype"])
+        self._set_bank(bank)

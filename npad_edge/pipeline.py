@@ -1,0 +1,333 @@
+"""Fit-time pipeline (torch allowed): images -> features -> fitted method -> saved model.
+
+- ``TorchBackend(extractor)``: runs a ``backbones.FeatureExtractor`` on uint8 images.
+- ``extract_features(backend, paths, batch_size, progress)``: decode + extract, in batches.
+- ``fit_model(data, out, ...)``: the whole fit, written atomically with ``artifact.write_model``.
+
+Threshold calibration (``fit_model``): a held-out subset of the good training images (never in
+the method's bank / statistics) is scored, and the image-score threshold is
+
+    threshold = q + margin * (q - median),   q = the ``quantile`` of the held-out scores
+
+i.e. a high quantile of nominal scores pushed out by a multiple of the nominal spread above the
+median (robust to scale: it is in the units of the score, whatever the method). With the
+default quantile 1.0 (the max) and margin 0.1, no held-out good image is flagged and scores a
+tenth of the nominal spread beyond the worst good image are needed to flag one. The held-out
+images are not added back to the bank (so the calibration stays out-of-sample).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import resource
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .errors import DataError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold", "DEFAULT_BACKBONE",
+           "DEFAULT_THREADS"]
+
+DEFAULT_BACKBONE = "efficientnet_lite0"
+DEFAULT_THREADS = 2
+
+
+def _torch():
+    import torch
+    return torch
+
+
+class TorchBackend:
+    """uint8 images -> features with a torch ``FeatureExtractor`` (fit time, or evaluation of a
+    fitted model without an exported IR).
+
+    ``input_size``: (H, W) the extractor resizes to. ``feature_hw``: (h, w) of the output grid.
+    """
+
+    def __init__(self, extractor, *, threads: int | None = DEFAULT_THREADS):
+        torch = _torch()
+        if threads is not None:
+            torch.set_num_threads(int(threads))
+        self.extractor = extractor.eval()
+        self.input_size: tuple[int, int] = tuple(extractor.image_size)  # type: ignore[assignment]
+        self.feature_hw: tuple[int, int] = tuple(extractor.grid_size)  # type: ignore[assignment]
+        self.feature_dim: int = int(extractor.out_dim)
+
+    @classmethod
+    def create(cls, backbone: str = DEFAULT_BACKBONE, *, image_size: int | tuple[int, int] = 256,
+               weights: str = "imagenet", taps: Sequence[str] | None = None, feature_dim: int | None = None,
+               normalization: str = "imagenet", threads: int | None = DEFAULT_THREADS) -> "TorchBackend":
+        from .backbones import FeatureExtractor, create_backbone
+        bb = create_backbone(backbone, weights=weights, taps=taps, normalization=normalization)
+        return cls(FeatureExtractor(bb, image_size=image_size, feature_dim=feature_dim), threads=threads)
+
+    def config(self) -> dict[str, Any]:
+        return self.extractor.config()
+
+    def extract(self, images) -> np.ndarray:
+        """images: (B, H, W, 3) uint8 array, or a list of (H_i, W_i, 3) uint8 arrays (any sizes)
+        -> (B, D, h, w) float32 C-contiguous."""
+        torch = _torch()
+        if isinstance(images, np.ndarray):
+            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+                raise InvalidInputError(f"expected images (B, H, W, 3) uint8, got {images.shape} {images.dtype}")
+            batches = [images]
+        else:
+            images = list(images)
+            if not images:
+                raise InvalidInputError("expected at least one image")
+            for i, im in enumerate(images):
+                if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
+                    raise InvalidInputError(f"image {i}: expected (H, W, 3) uint8, got "
+                                            f"{getattr(im, 'shape', type(im))} {getattr(im, 'dtype', '')}")
+            # same-size images go through as one batch; mixed sizes one by one (resize is inside)
+            if len({im.shape for im in images}) == 1:
+                batches = [np.stack(images)]
+            else:
+                batches = [im[None] for im in images]
+        out = []
+        with torch.inference_mode():
+            for b in batches:
+                out.append(self.extractor(torch.from_numpy(np.ascontiguousarray(b))).numpy())
+        return np.ascontiguousarray(np.concatenate(out) if len(out) > 1 else out[0], dtype=np.float32)
+
+
+def _progress_bar(total: int, desc: str, enabled: bool):
+    if not enabled:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return None
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+
+
+def extract_features(backend: TorchBackend, paths: Sequence[str | os.PathLike], batch_size: int = 8,
+                     progress: bool | Callable[[int, int], None] = False,
+                     read: Callable[[Any], np.ndarray] | None = None) -> np.ndarray:
+    """Decode ``paths`` and extract features in batches -> (N, D, h, w) float32.
+
+    ``progress``: True for a tqdm bar on stderr, or a callable ``progress(done, total)``.
+    ``read``: image reader (default ``npad_edge.data.read_image``).
+    """
+    if read is None:
+        from .data import read_image as read
+    paths = list(paths)
+    if not paths:
+        raise InvalidInputError("extract_features: no image paths given")
+    if batch_size < 1:
+        raise InvalidInputError(f"batch_size must be >= 1, got {batch_size}")
+    h, w = backend.feature_hw
+    out = np.empty((len(paths), backend.feature_dim, h, w), dtype=np.float32)
+    bar = _progress_bar(len(paths), "features", progress is True)
+    try:
+        for s in range(0, len(paths), batch_size):
+            chunk = paths[s:s + batch_size]
+            out[s:s + len(chunk)] = backend.extract([read(p) for p in chunk])
+            if bar is not None:
+                bar.update(len(chunk))
+            elif callable(progress):
+                progress(s + len(chunk), len(paths))
+    finally:
+        if bar is not None:
+            bar.close()
+    return out
+
+
+# ----------------------------------------------------------------------------- calibration
+def calibrate_threshold(scores: np.ndarray, *, quantile: float = 1.0, margin: float = 0.1) -> float:
+    """Image-score threshold from scores of held-out good images (see the module docstring):
+    ``q + margin * (q - median)`` with ``q = np.quantile(scores, quantile)``."""
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if s.size == 0 or not np.isfinite(s).all():
+        raise InvalidInputError("calibrate_threshold: needs at least one finite score")
+    if not 0.0 <= quantile <= 1.0 or margin < 0:
+        raise InvalidInputError(f"calibrate_threshold: quantile must be in [0, 1] and margin >= 0, "
+                                f"got {quantile}, {margin}")
+    q = float(np.quantile(s, quantile))
+    return q + margin * max(q - float(np.median(s)), 0.0)
+
+
+def _split_holdout(n_train: int, holdout: float | int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices (fit, held out), sorted; the held-out set is a seeded random subset."""
+    if isinstance(holdout, float) and not isinstance(holdout, bool):
+        if not 0.0 <= holdout < 1.0:
+            raise InvalidInputError(f"holdout as a fraction must be in [0, 1), got {holdout}")
+        n_hold = int(round(holdout * n_train))
+    elif isinstance(holdout, (int, np.integer)) and not isinstance(holdout, bool):
+        n_hold = int(holdout)
+    else:
+        raise InvalidInputError(f"holdout must be a fraction (float) or a count (int), got {holdout!r}")
+    if n_hold > 0:
+        n_hold = min(n_hold, n_train - 1)
+    if n_train - n_hold < 1:
+        raise DataError(f"need at least one training image to fit after holding out {n_hold}")
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(n_train)
+    return np.sort(perm[n_hold:]), np.sort(perm[:n_hold])
+
+
+def _versions() -> dict[str, str]:
+    from . import __version__
+    v = {"npad_edge": __version__, "numpy": np.__version__, "python": platform.python_version()}
+    for mod in ("torch", "openvino"):
+        try:
+            m = __import__(mod)
+            v[mod] = str(getattr(m, "__version__", "unknown"))
+        except Exception:  # pragma: no cover - optional
+            v[mod] = "not installed"
+    try:
+        from . import search
+        v["search_isa"] = search.isa()
+    except Exception:  # pragma: no cover
+        v["search_isa"] = "unavailable"
+    return v
+
+
+def _peak_rss_mb() -> float:
+    # ru_maxrss is KiB on Linux, bytes on macOS
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r / (2**20 if sys.platform == "darwin" else 2**10)
+
+
+# ----------------------------------------------------------------------------- fit
+def fit_model(
+    data: str | os.PathLike | Any,
+    out: str | os.PathLike,
+    *,
+    method: str = "patchcore",
+    backbone: str = DEFAULT_BACKBONE,
+    image_size: int | tuple[int, int] = 256,
+    method_settings: Mapping[str, Any] | None = None,
+    taps: Sequence[str] | None = None,
+    weights: str = "imagenet",
+    seed: int = 0,
+    holdout: float | int = 0.1,
+    threshold_quantile: float = 1.0,
+    threshold_margin: float = 0.1,
+    train_paths: Sequence[str | os.PathLike] | None = None,
+    batch_size: int = 8,
+    overwrite: bool = False,
+    on_error: str = "raise",
+    progress: bool = True,
+    threads: int | None = DEFAULT_THREADS,
+) -> Path:
+    """Fit ``method`` on the good training images of ``data`` and write a model directory.
+
+    Args:
+        data: a dataset root (MVTec AD category or plain folder, see ``npad_edge.data``) or a
+            loaded ``Dataset``.
+        out: the model directory to create (atomically; ``overwrite`` to replace a model).
+        method, method_settings: ``npad_edge.methods.get_method(method, **method_settings)``.
+        backbone, image_size, taps, weights: the feature extractor (``npad_edge.backbones``).
+        seed: every random step (hold-out split, coreset, k-means); same seed, same arrays.
+        holdout: good training images kept out of the fit to calibrate the threshold: a
+            fraction (default 0.1) or a count; 0 disables calibration (threshold = max of
+            the in-sample training image scores, recorded as method "train_max").
+        threshold_quantile, threshold_margin: the calibration rule (module docstring).
+        train_paths: use these training images instead of ``data``'s (``data`` may then be None).
+        on_error: "raise" or "skip" for unreadable images (dataset discovery).
+        progress: tqdm bars on stderr.
+
+    Returns the model directory path.
+    """
+    from . import artifact
+    from .methods import get_method
+
+    t_start = time.perf_counter()
+    tracemalloc.start()
+    try:
+        if train_paths is None:
+            from .data import load_dataset
+            ds = data if hasattr(data, "train") else load_dataset(data, on_error=on_error)
+            paths = list(ds.train)
+            data_name = ds.name
+        else:
+            paths = [Path(p) for p in train_paths]
+            data_name = Path(data).name if data is not None else "images"
+        if not paths:
+            raise DataError("no training images")
+        m = get_method(method, **dict(method_settings or {}))     # validates settings early
+        be = TorchBackend.create(backbone, image_size=image_size, weights=weights, taps=taps, threads=threads)
+        fit_idx, hold_idx = _split_holdout(len(paths), holdout, seed)
+        t0 = time.perf_counter()
+        feats = extract_features(be, paths, batch_size, progress=progress)
+        t_extract = time.perf_counter() - t0
+
+        bar = _progress_bar(0, f"fit {method}", progress)
+        last = {}
+
+        def cb(stage: str, done: int, total: int) -> None:
+            if bar is not None:
+                if last.get("stage") != stage:
+                    bar.set_description(f"fit {method}: {stage}")
+                    bar.reset(total=total)
+                    last["stage"] = stage
+                bar.n = done
+                bar.refresh()
+
+        t0 = time.perf_counter()
+        try:
+            m.fit(np.ascontiguousarray(feats[fit_idx]), seed=seed, progress=cb)
+        finally:
+            if bar is not None:
+                bar.close()
+        t_fit = time.perf_counter() - t0
+
+        if hold_idx.size:
+            _, hold_scores = m.score(np.ascontiguousarray(feats[hold_idx]))
+            thr = calibrate_threshold(hold_scores, quantile=threshold_quantile, margin=threshold_margin)
+            threshold = artifact.Threshold(value=float(thr), method="holdout_quantile_margin",
+                                           n_images=int(hold_idx.size), quantile=float(threshold_quantile))
+            calib = {"rule": "q + margin * (q - median)", "quantile": threshold_quantile,
+                     "margin": threshold_margin, "holdout_scores": [float(s) for s in hold_scores],
+                     "holdout_images": [Path(paths[i]).name for i in hold_idx]}
+        else:
+            _, tr_scores = m.score(np.ascontiguousarray(feats[fit_idx]))
+            threshold = artifact.Threshold(value=float(tr_scores.max()), method="train_max",
+                                           n_images=int(fit_idx.size))
+            calib = {"rule": "max of in-sample training image scores (no hold-out)"}
+        del feats
+
+        cfg = be.config()
+        bb = be.extractor.backbone
+        manifest = artifact.Manifest(
+            kind="fitted",
+            backbone=artifact.Backbone(name=bb.name, taps=list(bb.taps), weights=str(bb.weights),
+                                       weights_sha256=bb.weights_sha256, config=cfg),
+            preprocess=artifact.Preprocess(image_size=list(be.input_size), mean=list(bb.mean), std=list(bb.std),
+                                           resize="bilinear", antialias=bool(be.extractor.antialias)),
+            method=artifact.Method(name=m.name, settings=dict(m.settings)),
+            threshold=threshold,
+            precision="fp32",
+            versions=_versions(),
+            extra={
+                "calibration": calib,
+                "dataset": data_name,
+                "n_train_images": int(len(paths)),
+                "n_fit_images": int(fit_idx.size),
+                "seed": int(seed),
+                "feature_shape": [int(be.feature_dim), *map(int, be.feature_hw)],
+                "state_bytes": int(m.state_nbytes()),
+                "fit_seconds": {"extract": round(t_extract, 3), "method": round(t_fit, 3),
+                                "total": round(time.perf_counter() - t_start, 3)},
+                "peak_memory_mb": {"rss": round(_peak_rss_mb(), 1),
+                                   "python_traced": round(tracemalloc.get_traced_memory()[1] / 2**20, 1)},
+                "anomaly_map": {"upsample": "bilinear", "sigma": 4.0},
+            },
+        )
+        arrays = m.state_arrays()
+    finally:
+        tracemalloc.stop()
+    path = artifact.write_model(out, manifest, arrays, overwrite=overwrite)
+    log.info("wrote %s (%s, %s) in %.1f s", path, method, backbone, time.perf_counter() - t_start)
+    return path

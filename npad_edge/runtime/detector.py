@@ -1,0 +1,452 @@
+"""The deployed detector: load a saved model once, call it on images.
+
+    det = Detector.load("bottle_int8", device="CPU")
+    pred = det(image)                      # (H, W, 3) uint8 RGB, or a path
+    pred.score, pred.is_anomalous, pred.anomaly_map, pred.mask, pred.timings
+
+An exported model runs its backbone with OpenVINO (preprocessing is inside the IR) and the
+memory-bank search in the C++ core; a fitted model runs its backbone in torch (fit-time
+path, needs torch). This module imports no torch and no NNCF.
+
+Thresholds: ``is_anomalous`` is ``score >= threshold`` (the manifest's image threshold, the
+lowest score still called anomalous, as :func:`npad_edge.metrics.f1_optimal_threshold`
+defines it). The mask is ``anomaly_map >= pixel_threshold``; the pixel threshold is
+``manifest.extra["pixel_threshold"]`` when the model carries one, else the image threshold:
+for PatchCore the image score is the largest patch score and the map is the blurred,
+upsampled patch scores on the same scale, so the image threshold marks the patches that alone
+would make an image anomalous (the blur lowers isolated peaks, so a mask may be empty for an
+image barely above the threshold).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence, Union
+
+import numpy as np
+
+from ..errors import DeviceError, InvalidInputError, ModelFormatError, NpadError
+from . import _openvino
+
+__all__ = ["Detector", "Prediction"]
+
+log = logging.getLogger(__name__)
+
+ImageLike = Union[np.ndarray, str, "os.PathLike[str]"]
+
+#: Keys of ``Prediction.timings`` (milliseconds), in pipeline order.
+STAGES = ("decode", "preprocess", "backbone", "search", "postprocess", "total")
+
+
+@dataclass
+class Prediction:
+    """The result for one image.
+
+    Attributes:
+        score: image anomaly score (float; higher is more anomalous).
+        is_anomalous: ``score >= threshold``.
+        anomaly_map: ``(H, W) float32`` at the input image's size.
+        mask: ``(H, W) bool``, ``anomaly_map >= pixel_threshold``.
+        timings: milliseconds per stage: ``decode`` (file -> array, 0 for arrays),
+            ``preprocess`` (input checks, batching), ``backbone`` (resize + normalise + CNN,
+            all inside the IR), ``search`` (memory-bank scoring), ``postprocess`` (map at
+            full size + mask), ``total`` (the whole call, decode included). For
+            ``predict_batch`` these are the batch's times divided by the batch size; for
+            ``submit`` ``backbone`` includes the wait for a free request.
+    """
+
+    score: float
+    is_anomalous: bool
+    anomaly_map: np.ndarray
+    mask: np.ndarray
+    timings: dict = field(default_factory=dict)
+
+
+def _now() -> float:
+    return time.perf_counter() * 1000.0
+
+
+def check_image(image: Any, name: str = "image") -> np.ndarray:
+    """Check one ``(H, W, 3) uint8`` C-contiguous RGB image (``data.as_image_array``); returns
+    it unchanged. InvalidInputError names ``name``, what was expected and what came."""
+    from ..data import as_image_array
+
+    try:
+        return as_image_array(image)
+    except InvalidInputError as e:
+        raise InvalidInputError(f"{name}: {e}") from None
+
+
+def _limit_blas_threads(n: int | None) -> None:
+    """Cap numpy's BLAS pool: the map products are small, and idle OpenBLAS threads spin and
+    take cores from OpenVINO and the search. Process-wide; done once."""
+    if n is None or getattr(_limit_blas_threads, "done", False):
+        return
+    _limit_blas_threads.done = True  # type: ignore[attr-defined]
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        log.debug("threadpoolctl not installed; numpy BLAS threads left as they are")
+        return
+    threadpool_limits(limits=n, user_api="blas")
+
+
+class Detector:
+    """A loaded anomaly-detection model, callable on images; thread-safe.
+
+    Args:
+        path: a model directory written by ``npad-edge fit`` (kind "fitted") or
+            ``npad-edge export`` (kind "exported").
+        device: an OpenVINO device name (``"CPU"``, ``"GPU"``, ``"GPU.1"``, ``"AUTO"``...);
+            an unknown one raises DeviceError listing the available ones. ``"CUDA"`` (or
+            ``"CUDA:1"``) runs the same extractor in torch on an NVIDIA GPU (needs torch with
+            CUDA; fp32). A fitted model runs in torch: ``"CPU"`` or ``"CUDA"``.
+        threads: CPU threads for the backbone (OpenVINO INFERENCE_NUM_THREADS); None lets
+            OpenVINO choose (all cores).
+        hint: ``"latency"`` (default; one stream, lowest time per image) or ``"throughput"``
+            (several streams; more images per second with many requests in flight).
+        inference_precision: override the OpenVINO INFERENCE_PRECISION_HINT (``"f32"``,
+            ``"bf16"``, ``"f16"``); default ``f32`` for fp32/int8 models on CPU.
+        num_requests: infer requests of the async queue (default: OpenVINO's optimum, at
+            least 2 so that the backbone of one image overlaps the search of another).
+        blas_threads: cap numpy's BLAS threads process-wide (default 1); None leaves them.
+
+    Raises:
+        ModelFormatError: not a model directory, a missing/corrupt file (IR included).
+        ModelVersionError: written by a newer npad_edge.
+        DeviceError: unknown device.
+        NpadError: a fitted model without torch installed.
+    """
+
+    def __init__(self, path: Union[str, "os.PathLike[str]"], device: str = "CPU", *,
+                 threads: int | None = None, hint: str = "latency",
+                 inference_precision: str | None = None, num_requests: int | None = None,
+                 blas_threads: int | None = 1) -> None:
+        from .. import artifact
+
+        if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+            raise InvalidInputError(f"threads must be a positive int or None, got {threads!r}")
+        if num_requests is not None and (not isinstance(num_requests, int) or num_requests < 1):
+            raise InvalidInputError(f"num_requests must be a positive int or None, got {num_requests!r}")
+        # Device first: a wrong device name is the cheapest mistake to report.
+        kind = artifact.read_manifest(path).kind
+        on_torch = kind == "fitted" or (isinstance(device, str) and device.upper().startswith("CUDA"))
+        if not on_torch:
+            device = _openvino.check_device(device)
+        loaded = artifact.load_model(path)
+        m = loaded.manifest
+        self.path = Path(os.fspath(path))
+        self.manifest = m
+        self.kind = m.kind
+        self.precision = m.precision
+        self.threshold = float(m.threshold.value)
+        pix = m.extra.get("pixel_threshold")
+        self.pixel_threshold = float(pix) if isinstance(pix, (int, float)) and not isinstance(pix, bool) else self.threshold
+        self.input_size: tuple[int, int] = (int(m.preprocess.image_size[0]), int(m.preprocess.image_size[1]))
+        self.sigma = _map_sigma(m.extra)
+        self.method = _build_method(m, loaded.arrays)
+        self.threads = threads
+        self._num_requests = num_requests
+        if not on_torch:
+            self.backbone = _openvino.OpenVINOBackbone(
+                loaded.file_path(artifact.BACKBONE_XML), device, precision=m.precision, threads=threads,
+                hint=hint, inference_precision=inference_precision)
+            self.device = self.backbone.device
+        else:
+            self.backbone = _torch_backbone(m, device, threads)
+            self.device = device
+        _limit_blas_threads(blas_threads)
+        self._queue = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._async_lock = threading.Lock()
+
+    @classmethod
+    def load(cls, path: Union[str, "os.PathLike[str]"], device: str = "CPU", **kwargs: Any) -> "Detector":
+        """Load a model directory; the same as ``Detector(path, device, ...)``."""
+        return cls(path, device, **kwargs)
+
+    def __repr__(self) -> str:
+        return (f"Detector({str(self.path)!r}, kind={self.kind!r}, precision={self.precision!r}, "
+                f"device={self.device!r}, method={self.manifest.method.name!r}, input_size={self.input_size})")
+
+    # ---------------------------------------------------------------- single images
+
+    def __call__(self, image: ImageLike) -> Prediction:
+        return self.predict(image)
+
+    def predict(self, image: ImageLike) -> Prediction:
+        """Score one image: ``(H, W, 3) uint8`` RGB array or a path to an image file."""
+        t0 = _now()
+        image, t_decode = self._decode(image)
+        t1 = _now()
+        check_image(image)
+        batch = image[None]
+        t2 = _now()
+        features = self.backbone.extract(batch)
+        t3 = _now()
+        return self._finish(features, [image.shape[:2]], {"decode": t_decode, "preprocess": t2 - t1,
+                                                          "backbone": t3 - t2}, t0)[0]
+
+    def predict_batch(self, images: Union[Sequence[ImageLike], np.ndarray]) -> list[Prediction]:
+        """Score several images; one backbone call when they share a size. Returns a list.
+
+        ``images``: a ``(B, H, W, 3) uint8`` array or a sequence of arrays / paths.
+        """
+        t0 = _now()
+        if isinstance(images, np.ndarray):
+            if images.ndim != 4:
+                raise InvalidInputError(f"images: expected (B, H, W, 3) uint8 or a list of images, got shape {images.shape}")
+            items: list = list(images)
+        else:
+            items = list(images)
+        if not items:
+            return []
+        decoded, t_decode = [], 0.0
+        for i, item in enumerate(items):
+            img, t = self._decode(item)
+            check_image(img, f"images[{i}]")
+            decoded.append(img)
+            t_decode += t
+        if len({im.shape for im in decoded}) > 1:
+            # Different sizes cannot share one tensor: one call each.
+            return [self.predict(im) for im in decoded]
+        t1 = _now()
+        batch = images if isinstance(images, np.ndarray) else np.stack(decoded)
+        t2 = _now()
+        features = self.backbone.extract(batch)
+        t3 = _now()
+        return self._finish(features, [im.shape[:2] for im in decoded],
+                            {"decode": t_decode, "preprocess": t2 - t1, "backbone": t3 - t2}, t0)
+
+    def warmup(self, image_size: tuple[int, int] | None = None, batch: int = 1) -> None:
+        """Run one prediction on a blank image of ``image_size`` (H, W; default the model input
+        size). The first call at each new input shape compiles shape-specific kernels (about
+        a second of CPU for a 900x900 input); do it before timing or serving that size."""
+        h, w = self.input_size if image_size is None else (int(image_size[0]), int(image_size[1]))
+        self.predict_batch(np.zeros((batch, h, w, 3), np.uint8)) if batch > 1 else \
+            self.predict(np.zeros((h, w, 3), np.uint8))
+
+    # ---------------------------------------------------------------- async
+
+    def submit(self, image: ImageLike, callback: Callable[[Prediction, Any], None] | None = None,
+               userdata: Any = None) -> "Future[Prediction]":
+        """Start scoring one image without waiting; returns a ``concurrent.futures.Future``.
+
+        The backbone runs in OpenVINO's ``AsyncInferQueue`` (``num_requests`` in flight;
+        this call blocks while all are busy), the search and the map in a worker thread.
+        ``callback(prediction, userdata)``, if given, runs in that worker thread before the
+        future completes; if it raises, the exception is logged and set on the future.
+        Errors about the image (bad array, unreadable file) are set on the future too.
+        """
+        fut: Future = Future()
+        t0 = _now()
+        try:
+            image, t_decode = self._decode(image)
+            check_image(image)
+        except Exception as e:
+            fut.set_exception(e)
+            return fut
+        queue = self._ensure_async()
+        t1 = _now()
+        ctx = (fut, image.shape[:2], callback, userdata, t0, t_decode, t1)
+        if queue is None:  # torch backbone: no OpenVINO queue, run the whole predict in a worker
+            self._executor.submit(self._run_sync, image, ctx)  # type: ignore[union-attr]
+        else:
+            queue.start_async({0: image[None]}, userdata=ctx, share_inputs=False)
+        return fut
+
+    def predict_async(self, images: Iterable[ImageLike]) -> list["Future[Prediction]"]:
+        """``submit`` each image; returns the futures in order (``[f.result() for f in ...]``)."""
+        return [self.submit(im) for im in images]
+
+    def wait(self) -> None:
+        """Block until every submitted image has finished (futures completed)."""
+        with self._async_lock:
+            queue, executor = self._queue, self._executor
+        if queue is not None:
+            queue.wait_all()
+        if executor is not None:
+            # Drain: a no-op task per worker, queued behind the real ones.
+            done = [executor.submit(lambda: None) for _ in range(executor._max_workers)]
+            for d in done:
+                d.result()
+
+    def close(self) -> None:
+        """Wait for submitted work and free the async workers (the detector stays usable)."""
+        self.wait()
+        with self._async_lock:
+            executor, self._executor, self._queue = self._executor, None, None
+        if executor is not None:
+            executor.shutdown(wait=True)
+
+    def __enter__(self) -> "Detector":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _ensure_async(self):
+        with self._async_lock:
+            if self._executor is not None:
+                return self._queue
+            if isinstance(self.backbone, _openvino.OpenVINOBackbone):
+                import openvino as ov
+
+                jobs = self._num_requests or max(2, self.backbone.optimal_requests)
+                queue = ov.AsyncInferQueue(self.backbone.compiled, jobs)
+                queue.set_callback(self._on_infer_done)
+            else:
+                jobs, queue = self._num_requests or 2, None
+            self._executor = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="npad-detector")
+            self._queue = queue
+            return queue
+
+    def _on_infer_done(self, request, ctx) -> None:
+        # Runs on an OpenVINO thread: copy the features out and hand the rest to a worker, so
+        # the request is free again at once. Must never raise.
+        fut = ctx[0]
+        try:
+            features = self.backbone.output(request)
+            t2 = _now()
+            self._executor.submit(self._complete, features, ctx, t2)  # type: ignore[union-attr]
+        except BaseException as e:  # noqa: BLE001 - everything goes to the future
+            _set_exception(fut, e)
+
+    def _run_sync(self, image: np.ndarray, ctx) -> None:
+        fut = ctx[0]
+        try:
+            features = self.backbone.extract(image[None])
+            self._complete(features, ctx, _now())
+        except BaseException as e:  # noqa: BLE001
+            _set_exception(fut, e)
+
+    def _complete(self, features: np.ndarray, ctx, t_backbone_done: float) -> None:
+        fut, hw, callback, userdata, t0, t_decode, t1 = ctx
+        try:
+            pred = self._finish(features, [hw], {"decode": t_decode, "preprocess": 0.0,
+                                                 "backbone": t_backbone_done - t1}, t0)[0]
+        except BaseException as e:  # noqa: BLE001
+            _set_exception(fut, e)
+            return
+        if callback is not None:
+            try:
+                callback(pred, userdata)
+            except BaseException as e:  # noqa: BLE001
+                log.exception("Detector.submit callback raised; the exception is set on the future")
+                _set_exception(fut, e)
+                return
+        if not fut.done():
+            fut.set_result(pred)
+
+    # ---------------------------------------------------------------- shared tail
+
+    def _decode(self, image: ImageLike) -> tuple[np.ndarray, float]:
+        if isinstance(image, (str, os.PathLike)):
+            from ..data import read_image
+
+            t = _now()
+            arr = read_image(image)
+            return arr, _now() - t
+        return image, 0.0
+
+    def _finish(self, features: np.ndarray, sizes: list, timings: dict, t0: float) -> list[Prediction]:
+        from ..postprocess import anomaly_maps
+
+        b = len(sizes)
+        t3 = _now()
+        patch, image_scores = self.method.score(features)
+        t4 = _now()
+        preds = []
+        if len(set(sizes)) == 1:
+            maps = anomaly_maps(patch, self.input_size, tuple(sizes[0]), self.sigma)
+        else:
+            maps = [anomaly_maps(patch[i], self.input_size, tuple(sizes[i]), self.sigma) for i in range(b)]
+        masks = [maps[i] >= self.pixel_threshold for i in range(b)]
+        t5 = _now()
+        per = {k: v / b for k, v in timings.items()}
+        per.update(search=(t4 - t3) / b, postprocess=(t5 - t4) / b, total=(t5 - t0) / b)
+        for i in range(b):
+            s = float(image_scores[i])
+            preds.append(Prediction(score=s, is_anomalous=bool(s >= self.threshold), anomaly_map=maps[i],
+                                    mask=masks[i], timings={k: per[k] for k in STAGES}))
+        return preds
+
+
+def _map_sigma(extra: dict) -> float:
+    """The Gaussian sigma of the anomaly map: ``extra["anomaly_map"]["sigma"]`` (written by
+    ``pipeline.fit_model``), 4.0 (PatchCore's) when absent."""
+    spec = extra.get("anomaly_map")
+    sigma = spec.get("sigma", 4.0) if isinstance(spec, dict) else 4.0
+    if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not 0 <= sigma < 1e3:
+        raise ModelFormatError(f"manifest: 'extra.anomaly_map.sigma' must be a number >= 0, found {sigma!r}")
+    return float(sigma)
+
+
+def _set_exception(fut: Future, e: BaseException) -> None:
+    if not fut.done():
+        try:
+            fut.set_exception(e)
+        except Exception:  # completed concurrently
+            pass
+
+
+def _build_method(manifest, arrays):
+    from ..methods import method_class
+
+    name, settings = manifest.method.name, dict(manifest.method.settings)
+    try:
+        cls = method_class(name)
+    except InvalidInputError as e:
+        raise ModelFormatError(f"model method: {e}") from None
+    return cls.from_state(settings, arrays)
+
+
+def _torch_backbone(manifest, device: str, threads: int | None):
+    """The fit-time torch backbone of a fitted model: ``npad_edge.pipeline.TorchBackend`` on
+    the CPU, the same ``FeatureExtractor`` moved to the GPU for ``device="CUDA"``."""
+    if "torch" not in sys.modules:
+        # torch's OpenMP threads otherwise spin after each call and slow the search that
+        # follows (2x on 2 cores). Read once, when torch loads; a user's setting wins.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    try:
+        import torch
+    except ImportError:
+        raise NpadError("fitted model needs torch; export it (npad-edge export MODEL OUT) to run it "
+                        "with OpenVINO, or install torch") from None
+    from ..backbones import FeatureExtractor
+
+    name = str(device).upper()
+    if name not in ("CPU", "CUDA") and not name.startswith("CUDA:"):
+        raise DeviceError(f"device {device!r} is not available for a fitted (torch) model; available: "
+                          + ", ".join(["CPU"] + (["CUDA"] if torch.cuda.is_available() else [])))
+    extractor = FeatureExtractor.from_config(manifest.backbone.config)
+    if name == "CPU":
+        from ..pipeline import TorchBackend
+
+        return TorchBackend(extractor, threads=threads)
+    if not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r} is not available: torch {torch.__version__} sees no CUDA GPU; "
+                          "available: CPU")
+    return _CudaBackbone(extractor, name.lower())
+
+
+class _CudaBackbone:
+    """``extract(B, H, W, 3 uint8) -> (B, D, h, w) float32`` with the extractor on a CUDA GPU."""
+
+    def __init__(self, extractor, device: str) -> None:
+        self.device = device
+        self.extractor = extractor.to(device).eval()
+
+    def extract(self, images: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+            return np.ascontiguousarray(self.extractor(x).float().cpu().numpy())

@@ -1,0 +1,55 @@
+"""The edge runtime works where torch and NNCF cannot be imported (a subprocess blocks them)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+from test_runtime import BOTTLE, REPO, small_models
+
+_SCRIPT = textwrap.dedent("""
+    import importlib.abc, json, sys
+
+    class Block(importlib.abc.MetaPathFinder):
+        # As if torch and nncf were not installed.
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in ("torch", "nncf", "torchvision"):
+                raise ModuleNotFoundError(f"No module named {name!r} (blocked by the test)")
+            return None
+
+    sys.meta_path.insert(0, Block())
+    exported, fitted, image = sys.argv[1:4]
+    from npad_edge import Detector, NpadError
+    from npad_edge.profiling import info
+
+    det = Detector.load(exported, "CPU", threads=1)
+    p = det(image)
+    out = {"score": p.score, "shape": list(p.anomaly_map.shape), "is_anomalous": p.is_anomalous}
+    futures = det.predict_async([image, image])
+    out["async"] = [f.result().score for f in futures]
+    out["info_devices"] = list(info()["openvino_devices"])
+    try:
+        Detector.load(fitted)
+        out["fitted_error"] = None
+    except NpadError as e:
+        out["fitted_error"] = str(e)
+    out["torch_loaded"] = "torch" in sys.modules
+    out["nncf_loaded"] = "nncf" in sys.modules
+    print(json.dumps(out))
+""")
+
+
+def test_runtime_without_torch(bottle_dir):
+    models = small_models("fp32")
+    image = BOTTLE / "test" / "broken_large" / "000.png"
+    r = subprocess.run([sys.executable, "-c", _SCRIPT, str(models["fp32"]), str(models["fitted"]), str(image)],
+                       cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["shape"] == [900, 900]
+    assert out["async"] == [out["score"], out["score"]]
+    assert "CPU" in out["info_devices"]
+    assert out["fitted_error"] is not None and "fitted model needs torch; export it" in out["fitted_error"]
+    assert out["torch_loaded"] is False and out["nncf_loaded"] is False

@@ -1,0 +1,106 @@
+"""Fit pipeline end to end on a small subset of the real bottle images (by path)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+
+from npad_edge import artifact  # noqa: E402
+from npad_edge.errors import InvalidInputError  # noqa: E402
+from npad_edge.evaluation import FittedScorer, evaluate  # noqa: E402
+from npad_edge.pipeline import TorchBackend, calibrate_threshold, fit_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_bottle(bottle_dir):
+    from npad_edge.data import load_dataset
+    ds = load_dataset(bottle_dir)
+    good = [s for s in ds.test if s.label == 0][:2]
+    bad = [s for s in ds.test if s.label == 1][::20][:3]
+    return dataclasses.replace(ds, train=ds.train[:12], test=good + bad)
+
+
+@pytest.fixture(scope="module")
+def fitted(small_bottle, tmp_path_factory):
+    out = tmp_path_factory.mktemp("models") / "pc"
+    path = fit_model(small_bottle, out, method="patchcore", image_size=128, holdout=2,
+                     method_settings={"coreset": 0.05}, seed=3, progress=False)
+    return path
+
+
+def test_model_directory_and_manifest(fitted):
+    assert fitted.is_dir()
+    assert not [p for p in fitted.parent.iterdir() if p.name != fitted.name]   # no temp leftovers
+    m = artifact.read_manifest(fitted)
+    assert m.kind == "fitted" and m.method.name == "patchcore"
+    assert m.method.settings["coreset"] == 0.05
+    assert m.preprocess.image_size == [128, 128]
+    assert m.threshold.method == "holdout_quantile_margin" and m.threshold.n_images == 2
+    assert m.extra["n_fit_images"] == 10
+    assert "torch" in m.versions and "search_isa" in m.versions
+    assert m.extra["fit_seconds"]["total"] > 0 and m.extra["peak_memory_mb"]["rss"] > 0
+    loaded = artifact.load_model(fitted)
+    bank = loaded.arrays["bank"]
+    # 10 images x 16 x 16 patches, 5% kept
+    assert bank.shape == (round(0.05 * 10 * 16 * 16), m.extra["feature_shape"][0])
+    # the threshold is above every held-out good score (max + margin rule)
+    hold = m.extra["calibration"]["holdout_scores"]
+    assert m.threshold.value >= max(hold)
+
+
+def test_scores_finite_and_threshold_consistent(fitted, small_bottle):
+    scorer = FittedScorer(fitted)
+    res = evaluate(scorer, small_bottle, progress=False)
+    assert np.isfinite(res.scores).all() and (res.scores > 0).all()
+    assert res.metrics["eval_resolution"] == [128, 128]
+    assert res.metrics["n_images"] == 5 and res.metrics["n_defective"] == 3
+    for k in ("image_auroc", "pixel_auroc", "pro"):
+        assert 0.0 <= res.metrics[k] <= 1.0
+    # pixel AUROC far above chance even on this tiny fit: defects are large and textured
+    assert res.metrics["pixel_auroc"] > 0.7
+    doc = json.loads(res.to_json())
+    assert doc["image_auroc"] == res.metrics["image_auroc"]
+    # predict gives a full-resolution map
+    from npad_edge.data import read_image
+    img = read_image(small_bottle.test[0].path)
+    p = scorer.predict(img)
+    assert p.anomaly_map.shape == img.shape[:2] and p.anomaly_map.dtype == np.float32
+
+
+def test_same_seed_same_arrays(small_bottle, fitted, tmp_path):
+    again = fit_model(small_bottle, tmp_path / "pc2", method="patchcore", image_size=128, holdout=2,
+                      method_settings={"coreset": 0.05}, seed=3, progress=False)
+    a, b = artifact.read_manifest(fitted), artifact.read_manifest(again)
+    assert {k: v.sha256 for k, v in a.files.items()} == {k: v.sha256 for k, v in b.files.items()}
+
+
+def test_overwrite_refused_and_bad_settings(small_bottle, fitted):
+    with pytest.raises(FileExistsError):
+        fit_model(small_bottle, fitted, image_size=128, progress=False)
+    with pytest.raises(InvalidInputError, match="valid settings"):
+        fit_model(small_bottle, fitted.parent / "x", method_settings={"coresett": 0.1}, progress=False)
+    assert not (fitted.parent / "x").exists()
+
+
+def test_torch_backend_list_and_array_inputs():
+    be = TorchBackend.create("mobilenet_v2", weights="random", image_size=64)
+    imgs = np.random.default_rng(0).integers(0, 255, (2, 80, 96, 3), dtype=np.uint8)
+    a = be.extract(imgs)
+    b = be.extract([imgs[0], imgs[1]])
+    assert a.shape == (2, be.feature_dim, 8, 8) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(InvalidInputError):
+        be.extract(imgs.astype(np.float32))
+
+
+def test_calibrate_threshold_rule():
+    s = np.array([1.0, 2.0, 3.0, 4.0, 5.0])
+    assert calibrate_threshold(s) == pytest.approx(5.0 + 0.1 * (5.0 - 3.0))
+    assert calibrate_threshold(s, quantile=0.5, margin=0.0) == pytest.approx(3.0)
+    with pytest.raises(InvalidInputError):
+        calibrate_threshold(np.array([]))
