@@ -144,6 +144,9 @@ def parse_config(text: str) -> dict:
     out = {}
     for part in filter(None, text.split(",")):
         k, _, val = part.partition("=")
+        if val.strip() in ("None", "none"):
+            out[k.strip()] = None
+            continue
         try:
             out[k.strip()] = json.loads(val)
         except json.JSONDecodeError:

@@ -18,6 +18,9 @@ every unpublished choice a named setting:
    ``"max"`` -> ``max(z_maha, z_eucl)``, or one term alone (``"mahalanobis"``, ``"euclidean"``).
 5. Image score: the largest combined patch score.
 
+Defaults (radius 1, PCA to 64 dims, shrinkage 0.3, 1024 centroids, sum with Mahalanobis weight
+0.25, fp16 factors) and the measurements behind them: docs/accuracy.md.
+
 Memory of the stored state: ``h*w*D*(D+1)/2`` factor entries (float16: 2 bytes each) plus
 ``h*w*D`` means plus ``n_centroids*D`` centroids.
 """
