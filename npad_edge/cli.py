@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--weights", metavar="SOURCE",
                    help="backbone weights: 'imagenet' (default, installed package or torch hub cache) "
                         "or a path to a .pth file")
+    f.add_argument("--taps", metavar="A,B[,C]",
+                   help="backbone stages to take features from (default: the stride-8 and stride-16 "
+                        "stages); e.g. stage2,stage3,stage5 adds EfficientNet-Lite's stride-4 stage")
     f.add_argument("--coreset", type=float, metavar="FRACTION",
                    help="fraction of patch features kept in the memory bank, e.g. 0.1")
     f.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
@@ -308,6 +311,8 @@ def cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         kwargs["backbone"] = args.backbone
     if args.weights:
         kwargs["weights"] = args.weights
+    if args.taps:
+        kwargs["taps"] = [t.strip() for t in args.taps.split(",") if t.strip()]
     t0 = time.perf_counter()
     out = fit_model(args.data, args.out, **kwargs)
     print(f"fitted {args.method} model written to {out} in {time.perf_counter() - t0:.1f} s")
