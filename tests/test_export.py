@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from npad_edge.errors import DataError, InvalidInputError, ModelFormatError
-from test_runtime import BOTTLE, bottle_images, small_models
+from test_runtime import bottle_images, small_models
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence, Union
@@ -166,6 +167,8 @@ class Detector:
         self._queue = None
         self._executor: ThreadPoolExecutor | None = None
         self._async_lock = threading.Lock()
+        self._pending: set = set()  # futures of submit() not completed yet
+        self._pending_lock = threading.Lock()
 
     @classmethod
     def load(cls, path: Union[str, "os.PathLike[str]"], device: str = "CPU", **kwargs: Any) -> "Detector":
@@ -246,6 +249,9 @@ class Detector:
         Errors about the image (bad array, unreadable file) are set on the future too.
         """
         fut: Future = Future()
+        with self._pending_lock:
+            self._pending.add(fut)
+        fut.add_done_callback(self._forget)
         t0 = _now()
         try:
             image, t_decode = self._decode(image)
@@ -269,14 +275,12 @@ class Detector:
     def wait(self) -> None:
         """Block until every submitted image has finished (futures completed)."""
         with self._async_lock:
-            queue, executor = self._queue, self._executor
+            queue = self._queue
         if queue is not None:
             queue.wait_all()
-        if executor is not None:
-            # Drain: a no-op task per worker, queued behind the real ones.
-            done = [executor.submit(lambda: None) for _ in range(executor._max_workers)]
-            for d in done:
-                d.result()
+        with self._pending_lock:
+            pending = list(self._pending)
+        futures_wait(pending)
 
     def close(self) -> None:
         """Wait for submitted work and free the async workers (the detector stays usable)."""
@@ -285,6 +289,10 @@ class Detector:
             executor, self._executor, self._queue = self._executor, None, None
         if executor is not None:
             executor.shutdown(wait=True)
+
+    def _forget(self, fut: Future) -> None:
+        with self._pending_lock:
+            self._pending.discard(fut)
 
     def __enter__(self) -> "Detector":
         return self
