@@ -261,6 +261,7 @@ def greedy_coreset(
     seed: int = 0,
     threads: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
+    storage: str = "float32",
 ) -> np.ndarray:
     """Greedy k-center selection (PatchCore's approximate greedy coreset).
 
@@ -276,8 +277,13 @@ def greedy_coreset(
        score_sel = -inf (never chosen again, even among exact duplicates);
        score_i = min(score_i, ||Y_i - Y_sel||).
 
+    ``storage="float16"`` rounds Y once to IEEE half (nearest even) after step 1 and runs steps
+    2-3 exactly as above on Y' = float32(float16(Y)), distances in float32: the same indices as
+    this algorithm on Y', in half the memory, and about twice as fast on large N, where every
+    step streams all of Y from memory. ``"float32"`` (the default) keeps Y as computed.
+
     Same seed, same indices (on any thread count). Memory beyond the input: Y (N x proj_dim
-    float32) and O(N). ``progress(done, total)`` is called with the GIL every ~50 ms and at
+    float32, then N x proj_dim float16 with ``storage="float16"``) and O(N). ``progress(done, total)`` is called with the GIL every ~50 ms and at
     the end; an exception it raises (or Ctrl-C) stops the selection and propagates.
     """
     _check_matrix(features, "features")
@@ -298,5 +304,7 @@ def greedy_coreset(
     seed = _int(seed, "seed")
     if progress is not None and not callable(progress):
         raise InvalidInputError(f"progress must be callable(done, total) or None; got {progress!r}")
+    if storage not in ("float32", "float16"):
+        raise InvalidInputError(f"storage must be 'float32' or 'float16'; got {storage!r}")
     return _core.greedy_coreset(features, n_select, effective_proj, n_starts, seed & 0xFFFFFFFFFFFFFFFF,
-                                _threads(threads), progress)
+                                _threads(threads), progress, storage)

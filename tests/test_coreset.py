@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 
-from npad_edge import search
+from npad_edge import _core, search
 from npad_edge.errors import InvalidInputError
 
 M64 = (1 << 64) - 1
@@ -100,6 +100,45 @@ def test_equals_numpy_reference(isa, n, d, n_select, proj_dim, n_starts, seed):
     assert len(set(got.tolist())) == n_select
 
 
+def f16_projection(features, proj_dim, seed):
+    """Y as greedy_coreset(storage="float16") holds it: the float32 projection (the C++ GEMM,
+    bit-identical on every ISA) rounded to float16 and widened back to float32."""
+    n, d = features.shape
+    y = features
+    if proj_dim is not None and proj_dim < d:
+        y = _core.project(features, search.projection_matrix(d, proj_dim, seed), 1)
+    return y.astype(np.float16).astype(np.float32)
+
+
+@pytest.mark.parametrize("isa", search.available_isas())
+@pytest.mark.parametrize(
+    "n,d,n_select,proj_dim,n_starts,seed",
+    [(400, 48, 60, 16, 10, 0), (300, 10, 300, 128, 3, 7), (257, 33, 40, None, 1, 123), (50, 8, 20, 4, 100, 5),
+     (3000, 40, 300, 20, 10, 2)],
+)
+def test_float16_storage_equals_reference_on_rounded_projection(isa, n, d, n_select, proj_dim, n_starts, seed):
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, d), dtype=np.float32)
+    try:
+        search.set_isa(isa)
+        got = search.greedy_coreset(features, n_select, proj_dim=proj_dim, n_starts=n_starts, seed=seed,
+                                    storage="float16", threads=2)
+    finally:
+        search.set_isa(None)
+    want = numpy_greedy(f16_projection(features, proj_dim, seed), n_select, None, n_starts, seed)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_float16_storage_pruning_and_threads():
+    rng = np.random.default_rng(4)
+    centers = 10 * rng.standard_normal((30, 24))
+    features = (centers[rng.integers(0, 30, 3000)] + 0.3 * rng.standard_normal((3000, 24))).astype(np.float32)
+    want = numpy_greedy(f16_projection(features, 12, 3), 400, None, 10, 3)
+    for threads in (1, 2, 3):
+        got = search.greedy_coreset(features, 400, proj_dim=12, seed=3, threads=threads, storage="float16")
+        np.testing.assert_array_equal(got, want)
+
+
 def test_seed_and_thread_determinism():
     rng = np.random.default_rng(0)
     features = rng.standard_normal((20000, 64), dtype=np.float32)
@@ -176,6 +215,7 @@ GOOD = np.zeros((10, 4), np.float32)
         (GOOD, {"n_starts": 0}, "n_starts"),
         (GOOD, {"threads": 0}, "threads"),
         (GOOD, {"progress": 3}, "progress"),
+        (GOOD, {"storage": "int8"}, "storage"),
         (np.array([[0, np.nan]] * 3, np.float32), {"proj_dim": 1}, "NaN"),
         (np.array([[0, np.inf]] * 3, np.float32), {"proj_dim": None}, "inf"),
     ],

@@ -123,7 +123,7 @@ private:
 
 py::array_t<std::int64_t> py_greedy_coreset(const py::array& features, long long n_select, long long proj_dim,
                                             long long n_starts, std::uint64_t seed, int threads,
-                                            std::optional<py::function> progress) {
+                                            std::optional<py::function> progress, const std::string& storage) {
     check_array<float>(features, "features", 2);
     check_threads(threads);
     const auto n = static_cast<std::size_t>(features.shape(0)), d = static_cast<std::size_t>(features.shape(1));
@@ -132,6 +132,10 @@ py::array_t<std::int64_t> py_greedy_coreset(const py::array& features, long long
         throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
     if (proj_dim < 0) throw InvalidInput("proj_dim must be >= 1 or None; got " + std::to_string(proj_dim));
     if (n_starts <= 0) throw InvalidInput("n_starts must be >= 1; got " + std::to_string(n_starts));
+    CoresetStorage st;
+    if (storage == "float32") st = CoresetStorage::Float32;
+    else if (storage == "float16") st = CoresetStorage::Float16;
+    else throw InvalidInput("storage must be 'float32' or 'float16'; got '" + storage + "'");
     py::array_t<std::int64_t> out(static_cast<std::size_t>(n_select));
     const float* x = static_cast<const float*>(features.data());
     std::int64_t* o = out.mutable_data();
@@ -141,7 +145,7 @@ py::array_t<std::int64_t> py_greedy_coreset(const py::array& features, long long
     try {
         py::gil_scoped_release nogil;
         greedy_coreset(x, n, d, static_cast<std::size_t>(n_select), static_cast<std::size_t>(proj_dim),
-                       static_cast<std::size_t>(n_starts), seed, threads, ctl, o);
+                       static_cast<std::size_t>(n_starts), seed, threads, ctl, o, st);
     } catch (const Cancelled&) {
         poll.rethrow();
         throw;
@@ -263,7 +267,7 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("memory_bytes", &PyFlatIndex::memory_bytes);
 
     m.def("greedy_coreset", &py_greedy_coreset, py::arg("features"), py::arg("n_select"), py::arg("proj_dim"),
-          py::arg("n_starts"), py::arg("seed"), py::arg("threads"), py::arg("progress") = py::none());
+          py::arg("n_starts"), py::arg("seed"), py::arg("threads"), py::arg("progress") = py::none(), py::arg("storage") = "float32");
     m.def("projection_matrix", [](std::size_t dim, std::size_t proj_dim, std::uint64_t seed) {
         if (dim == 0 || proj_dim == 0) throw InvalidInput("dim and proj_dim must be >= 1");
         const std::vector<float> p = projection_matrix(dim, proj_dim, seed);

@@ -71,37 +71,39 @@ void project(const float* x, std::size_t n, std::size_t d, const float* p, std::
     });
 }
 
-void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
-                    std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
-                    Control& ctl, std::int64_t* out) {
-    if (n == 0) throw InvalidInput("features must hold at least one row; got 0");
-    if (n_select == 0 || n_select > n)
-        throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
-    if (n_starts == 0) throw InvalidInput("n_starts must be >= 1; got 0");
-    const Kernels& K = active_kernels();
+namespace {
 
-    std::vector<float> projected;
-    const float* y = features;
-    std::size_t pd = d;
-    if (proj_dim > 0) {
-        const std::vector<float> P = projection_matrix(d, proj_dim, seed);
-        projected.resize(n * proj_dim);
-        project(features, n, d, P.data(), proj_dim, threads, projected.data());
-        y = projected.data();
-        pd = proj_dim;
-    } else {
-        for (std::size_t i = 0; i < n * d; ++i)
-            if (!std::isfinite(features[i]))
-                throw InvalidInput("features must be finite; row " + std::to_string(i / d) + ", column " +
-                                   std::to_string(i % d) + " is " + (std::isnan(features[i]) ? "NaN" : "inf"));
-    }
-    ctl.maybe_poll(0, n_select, true);
-    ctl.throw_if_stopped();
+// Rows of Y as stored: float32, or float16 bits widened to float32 in registers. The query
+// (the newly selected row) is always widened once into a float32 buffer, so every distance is
+// |q - x|^2 with q, x the exact stored values, computed in float32.
+struct F32Rows {
+    const float* y;
+    std::size_t pd;
+    const Kernels* K;
+    void load(std::size_t i, float* q) const { std::copy(y + i * pd, y + (i + 1) * pd, q); }
+    float l2sq(const float* q, std::size_t i) const { return K->l2sq_f32(y + i * pd, q, pd); }
+    using Elem = float;
+    void copy_row(std::size_t i, Elem* dst) const { std::copy(y + i * pd, y + (i + 1) * pd, dst); }
+    F32Rows with_base(const Elem* b) const { return {b, pd, K}; }
+};
 
+struct F16Rows {
+    const std::uint16_t* y;
+    std::size_t pd;
+    const Kernels* K;
+    void load(std::size_t i, float* q) const { K->f16_to_f32(y + i * pd, q, pd); }
+    float l2sq(const float* q, std::size_t i) const { return K->l2sq_f16(q, y + i * pd, pd); }
+    using Elem = std::uint16_t;
+    void copy_row(std::size_t i, Elem* dst) const { std::copy(y + i * pd, y + (i + 1) * pd, dst); }
+    F16Rows with_base(const Elem* b) const { return {b, pd, K}; }
+};
+
+template <class Rows>
+void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_select, std::size_t n_starts,
+                std::uint64_t seed, int threads, Control& ctl, std::int64_t* out) {
     const std::vector<std::int64_t> starts = start_indices(n, n_starts, seed);
     std::vector<float> score(n);
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    constexpr std::size_t kBlock = 512;
 
     // Each worker owns a contiguous range of points: its scores stay in its cache and only
     // the per-step winner is exchanged, through a double-buffered slot and a barrier.
@@ -119,29 +121,29 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
     stop_flag[0] = stop_flag[1] = false;
     std::vector<std::int32_t> center(n, -1);
     std::vector<float> dcs(n_select, 0.f);  // |Y_sel - Y_center(c)| for the centers so far
+    // The selected rows, copied in selection order: Phase A then streams them sequentially
+    // instead of gathering rows scattered over Y (it is most of a step's time late in a run,
+    // when the bound skips ~99% of Phase B's distances).
+    avector<typename Rows::Elem> crows(n_select * pd);
+    const Rows C = Y.with_base(crows.data());
     SpinBarrier barrier(T);
     constexpr float kMargin = 2.f * (1.f + 1e-4f);
 
     parallel_run(T, [&](int t) {
         const std::size_t lo = n * t / T, hi = n * (t + 1) / T;
-        std::vector<float> tmp(kBlock);
-        std::vector<std::int64_t> selected;  // every worker keeps the same list
-        selected.reserve(n_select);
+        avector<float> q(pd);
         Best best{kNegInf, std::numeric_limits<std::int64_t>::max()};
-        // Initial score: mean distance to the start points.
-        for (std::size_t b = lo; b < hi; b += kBlock) {
-            const std::size_t cnt = std::min(kBlock, hi - b);
-            std::fill(score.begin() + b, score.begin() + b + cnt, 0.f);
-            for (std::int64_t s : starts) {
-                K.l2sq_f32_rows(y + b * pd, cnt, pd, y + s * pd, tmp.data());
-                for (std::size_t j = 0; j < cnt; ++j) score[b + j] += std::sqrt(tmp[j]);
-            }
-            const float ns = static_cast<float>(starts.size());
-            for (std::size_t j = 0; j < cnt; ++j) {
-                const float v = score[b + j] / ns;
-                score[b + j] = v;
-                if (better(v, static_cast<std::int64_t>(b + j), best)) best = {v, static_cast<std::int64_t>(b + j)};
-            }
+        // Initial score: mean distance to the start points, summed in start order.
+        std::fill(score.begin() + lo, score.begin() + hi, 0.f);
+        for (std::int64_t s : starts) {
+            Y.load(static_cast<std::size_t>(s), q.data());
+            for (std::size_t i = lo; i < hi; ++i) score[i] += std::sqrt(Y.l2sq(q.data(), i));
+        }
+        const float ns = static_cast<float>(starts.size());
+        for (std::size_t i = lo; i < hi; ++i) {
+            const float v = score[i] / ns;
+            score[i] = v;
+            if (better(v, static_cast<std::int64_t>(i), best)) best = {v, static_cast<std::int64_t>(i)};
         }
         slots[t] = best;
         for (std::size_t s = 0; s < n_select; ++s) {
@@ -160,14 +162,14 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
             const std::size_t sel = static_cast<std::size_t>(win.i);
             if (t == 0) out[s] = win.i;
             if (s + 1 == n_select) break;
-            const float* ys = y + sel * pd;
+            Y.load(sel, q.data());
+            if (t == 0) Y.copy_row(sel, crows.data() + s * pd);
             // Phase A: distances from the new point to the earlier centers, split over workers.
             if (s > 0) {
                 const std::size_t c0 = s * t / T, c1 = s * (t + 1) / T;
-                for (std::size_t c = c0; c < c1; ++c) dcs[c] = std::sqrt(K.l2sq_f32(y + selected[c] * pd, ys, pd));
+                for (std::size_t c = c0; c < c1; ++c) dcs[c] = std::sqrt(C.l2sq(q.data(), c));
                 barrier.wait();
             }
-            selected.push_back(win.i);
             // Phase B: update the owned scores, skipping points the bound rules out.
             if (sel >= lo && sel < hi) score[sel] = kNegInf;
             best = {kNegInf, std::numeric_limits<std::int64_t>::max()};
@@ -176,7 +178,7 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
                 float v = score[i];
                 const std::int32_t c = center[i];
                 if (v != kNegInf && (c < 0 || !(dcs[c] >= kMargin * v))) {
-                    const float dd = std::sqrt(K.l2sq_f32(y + i * pd, ys, pd));
+                    const float dd = std::sqrt(Y.l2sq(q.data(), i));
                     if (dd < v) {
                         v = dd;
                         score[i] = v;
@@ -188,6 +190,47 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
             slots[(par ^ 1) * T + t] = best;
         }
     });
+}
+
+}  // namespace
+
+void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
+                    std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
+                    Control& ctl, std::int64_t* out, CoresetStorage storage) {
+    if (n == 0) throw InvalidInput("features must hold at least one row; got 0");
+    if (n_select == 0 || n_select > n)
+        throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
+    if (n_starts == 0) throw InvalidInput("n_starts must be >= 1; got 0");
+    const Kernels& K = active_kernels();  // dispatched once for the whole call
+
+    std::vector<float> projected;
+    const float* y = features;
+    std::size_t pd = d;
+    if (proj_dim > 0) {
+        const std::vector<float> P = projection_matrix(d, proj_dim, seed);
+        projected.resize(n * proj_dim);
+        project(features, n, d, P.data(), proj_dim, threads, projected.data());
+        y = projected.data();
+        pd = proj_dim;
+    } else {
+        for (std::size_t i = 0; i < n * d; ++i)
+            if (!std::isfinite(features[i]))
+                throw InvalidInput("features must be finite; row " + std::to_string(i / d) + ", column " +
+                                   std::to_string(i % d) + " is " + (std::isnan(features[i]) ? "NaN" : "inf"));
+    }
+    if (storage == CoresetStorage::Float16) {
+        // Rounded once (to nearest even); the float32 copy is released before the selection.
+        avector<std::uint16_t> y16(n * pd);
+        K.f32_to_f16(y, y16.data(), n * pd);
+        std::vector<float>().swap(projected);
+        ctl.maybe_poll(0, n_select, true);
+        ctl.throw_if_stopped();
+        run_greedy(F16Rows{y16.data(), pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out);
+    } else {
+        ctl.maybe_poll(0, n_select, true);
+        ctl.throw_if_stopped();
+        run_greedy(F32Rows{y, pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out);
+    }
     ctl.throw_if_stopped();
     ctl.maybe_poll(n_select, n_select, true);
     ctl.throw_if_stopped();

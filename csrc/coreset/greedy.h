@@ -8,6 +8,12 @@
 
 namespace npad {
 
+// How the (projected) rows are held during the selection. Float16: each value of Y is rounded
+// once to IEEE half (nearest even) and every distance is then computed in float32 from the
+// rounded values, i.e. exactly the algorithm below run on Y' = float32(float16(Y)). Halves the
+// memory streamed per greedy step, which is what bounds its speed.
+enum class CoresetStorage { Float32, Float16 };
+
 // features: (n, d) row-major float32, finite. Writes n_select distinct indices to out.
 //
 // 1. If proj_dim > 0: Y = features @ P with P = projection_matrix(d, proj_dim, seed)
@@ -17,11 +23,12 @@ namespace npad {
 // 3. Repeat n_select times: sel = argmax(score), ties to the lowest index; emit sel;
 //    score[sel] = -inf (so that it is never chosen again, even among exact duplicates);
 //    score[i] = min(score[i], sqrt(|Y_i - Y_sel|^2)) for all i.
-// Memory beyond the input: Y (n x proj_dim floats, when projecting) and O(n) scores.
+// Memory beyond the input: Y (n x proj_dim floats, when projecting; then n x pd halves with
+// Float16 storage, the float32 copy being freed first) and O(n) scores.
 // threads >= 1; ctl.poll(done, total) is called from the calling thread now and then.
 void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
                     std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
-                    Control& ctl, std::int64_t* out);
+                    Control& ctl, std::int64_t* out, CoresetStorage storage = CoresetStorage::Float32);
 
 // Y = X @ P for X (n, d) and P (d, pd), float32, using the GEMM tile kernel; checks X finite.
 void project(const float* x, std::size_t n, std::size_t d, const float* p, std::size_t pd,
