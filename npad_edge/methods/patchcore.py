@@ -57,6 +57,11 @@ class PatchCore(AnomalyMethod):
         Random-projection dimension for the greedy distances (paper: 128).
     coreset_starts : int
         Random starting points of the greedy selection (paper reference code: 10).
+    coreset_storage : "float16" | "float32"
+        Precision in which the projected vectors are kept during the greedy selection. The
+        projection is itself an approximation of the true distances; rounding it to float16
+        halves the memory streamed per greedy step (bottle: 58 s -> 42 s for the selection,
+        docs/search.md). Distances are accumulated in float32 either way.
     bank_dtype : "float32" | "float16"
         Storage and search precision of the bank (float16 halves the model's bank bytes).
     index : "flat" | "hnsw"
@@ -74,6 +79,7 @@ class PatchCore(AnomalyMethod):
         "coreset": 0.1,
         "coreset_proj_dim": 128,
         "coreset_starts": 10,
+        "coreset_storage": "float16",
         "bank_dtype": "float32",
         "index": "flat",
         "hnsw_m": 16,
@@ -87,6 +93,7 @@ class PatchCore(AnomalyMethod):
         require_number(s, "coreset", lo=0.0, hi=1.0, lo_open=True)
         require_number(s, "coreset_proj_dim", lo=1, integer=True)
         require_number(s, "coreset_starts", lo=1, integer=True)
+        require_choice(s, "coreset_storage", ("float16", "float32"))
         require_choice(s, "bank_dtype", ("float32", "float16"))
         require_choice(s, "index", ("flat", "hnsw"))
         for key in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef", "reweight_neighbors"):
@@ -107,7 +114,8 @@ class PatchCore(AnomalyMethod):
         else:
             cb = None if progress is None else (lambda done, total: progress("coreset", done, total))
             idx = search.greedy_coreset(rows, n_select, proj_dim=self.settings["coreset_proj_dim"],
-                                        n_starts=self.settings["coreset_starts"], seed=seed, progress=cb)
+                                        n_starts=self.settings["coreset_starts"], seed=seed, progress=cb,
+                                        storage=self.settings["coreset_storage"])
             bank = np.ascontiguousarray(rows[np.sort(np.asarray(idx))])
         self._set_bank(bank.astype(self.settings["bank_dtype"]), seed)
 
