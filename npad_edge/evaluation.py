@@ -110,13 +110,6 @@ def _resize_float(a: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
                       dtype=np.float32)
 
 
-def _resize_mask(m: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    if m.shape == tuple(hw):
-        return m.astype(bool)
-    from PIL import Image
-    return np.asarray(Image.fromarray(m.astype(np.uint8) * 255).resize((hw[1], hw[0]), Image.NEAREST)) > 127
-
-
 def _scorer_input_size(scorer) -> tuple[int, int] | None:
     for attr in ("input_size", "image_size"):
         v = getattr(scorer, attr, None)
@@ -153,7 +146,7 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | None = None,
     the test scores: an oracle, for reference), ``n_images``, ``n_defective``. Timings: wall
     ms per ``predict`` call (decode excluded), mean and median.
     """
-    from . import metrics
+    from . import metrics, postprocess
     from .data import load_dataset, load_test_masks, read_image
 
     ds = dataset if hasattr(dataset, "test") else load_dataset(dataset)
@@ -182,7 +175,7 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | None = None,
             if masks_full is not None:
                 hw = res if res is not None else img.shape[:2]
                 maps.append(_resize_float(np.asarray(pred.anomaly_map), hw))
-                masks.append(_resize_mask(masks_full[i], hw))
+                masks.append(postprocess.resize_mask(masks_full[i].astype(bool), hw))
             if bar is not None:
                 bar.update(1)
     finally:
@@ -208,9 +201,9 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | None = None,
         m["f1_threshold"], m["f1"] = metrics.f1_optimal_threshold(labels, scores_a)
     pro_c = None
     if masks_full is not None and any(k.any() for k in masks):
-        pm = metrics.pixel_metrics(masks, maps, fpr_limit=fpr_limit)
+        pm = metrics.pixel_metrics(masks, maps, fpr_limit=fpr_limit, with_curve=True)
         m["pixel_auroc"], m["pro"] = pm["pixel_auroc"], pm["pro"]
-        xs, ys, _ = metrics.pro_curve(masks, maps, fpr_limit=fpr_limit)
+        xs, ys, _ = pm["pro_curve"]
         pro_c = (xs, ys)
     defect_types = [s.defect_type for s in ds.test]
     per = {}
