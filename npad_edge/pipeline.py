@@ -182,7 +182,7 @@ def _versions() -> dict[str, str]:
     for mod in ("torch", "openvino"):
         try:
             m = __import__(mod)
-            v[mod] = str(getattr(m, "__version__", "unknown"))
+            v[mod] = str(getattr(m, "__version__", "unknown")).split("-")[0]
         except Exception:  # pragma: no cover - optional
             v[mod] = "not installed"
     try:

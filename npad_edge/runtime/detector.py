@@ -152,7 +152,7 @@ class Detector:
         self.pixel_threshold = float(pix) if isinstance(pix, (int, float)) and not isinstance(pix, bool) else self.threshold
         self.input_size: tuple[int, int] = (int(m.preprocess.image_size[0]), int(m.preprocess.image_size[1]))
         self.sigma = _map_sigma(m.extra)
-        self.method = _build_method(m, loaded.arrays)
+        self.method = _build_method(m, loaded.arrays, loaded.root)
         self.threads = threads
         self._num_requests = num_requests
         if not on_torch:
@@ -405,15 +405,16 @@ def _set_exception(fut: Future, e: BaseException) -> None:
             pass
 
 
-def _build_method(manifest, arrays):
+def _build_method(manifest, arrays, root):
     from ..methods import method_class
 
     name, settings = manifest.method.name, dict(manifest.method.settings)
+    # manifest.json is not hashed and its settings are free-form: a hand-edited setting is a
+    # broken model, reported as such with its path, not as a bad argument.
     try:
-        cls = method_class(name)
-    except InvalidInputError as e:
-        raise ModelFormatError(f"model method: {e}") from None
-    return cls.from_state(settings, arrays)
+        return method_class(name).from_state(settings, arrays)
+    except (InvalidInputError, KeyError, IndexError, TypeError, ValueError) as e:
+        raise ModelFormatError(f"{root}: manifest 'method' ({name!r}): {e}") from None
 
 
 def _torch_backbone(manifest, device: str, threads: int | None):
