@@ -101,14 +101,14 @@ class TorchBackend:
         return np.ascontiguousarray(np.concatenate(out) if len(out) > 1 else out[0], dtype=np.float32)
 
 
-def _progress_bar(total: int, desc: str, enabled: bool):
+def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "img"):
     if not enabled:
         return None
     try:
         from tqdm.auto import tqdm
     except ImportError:  # pragma: no cover
         return None
-    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False, dynamic_ncols=True)
+    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
 
 
 def extract_features(backend: TorchBackend, paths: Sequence[str | os.PathLike], batch_size: int = 8,
@@ -263,13 +263,13 @@ def fit_model(
         feats = extract_features(be, paths, batch_size, progress=progress)
         t_extract = time.perf_counter() - t0
 
-        bar = _progress_bar(0, f"fit {method}", progress)
+        bar = _progress_bar(0, f"fit {method}", progress, unit="step")
         last = {}
 
         def cb(stage: str, done: int, total: int) -> None:
             if bar is not None:
                 if last.get("stage") != stage:
-                    bar.set_description(f"fit {method}: {stage}")
+                    bar.set_description(f"fit {method} ({stage})")
                     bar.reset(total=total)
                     last["stage"] = stage
                 bar.n = done

@@ -427,7 +427,7 @@ def _torch_backbone(manifest, device: str, threads: int | None):
     try:
         import torch
     except ImportError:
-        raise NpadError("fitted model needs torch; export it (npad-edge export MODEL OUT) to run it "
+        raise NpadError("fitted model needs torch; export it (npad-edge export --model MODEL --out EDGE) to run it "
                         "with OpenVINO, or install torch") from None
     from ..backbones import FeatureExtractor
 
