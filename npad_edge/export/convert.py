@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import shutil
@@ -119,13 +121,25 @@ def quantize_backbone(model, images: Sequence[PathLike], *, subset: int = 300, p
     dataset = nncf.Dataset(images, lambda p: read_image(p)[None])
     if not progress:
         nncf.set_log_level(logging.WARNING)
-    return nncf.quantize(
-        model, dataset,
-        preset=nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED,
-        subset_size=min(int(subset), len(images)),
-        ignored_scope=ignored,
-        fast_bias_correction=fast_bias_correction,
-    )
+    # NNCF draws its own progress bars on the console; with progress off they are captured.
+    quiet = contextlib.nullcontext() if progress else _captured_console()
+    with quiet:
+        return nncf.quantize(
+            model, dataset,
+            preset=nncf.QuantizationPreset.PERFORMANCE if preset == "performance" else nncf.QuantizationPreset.MIXED,
+            subset_size=min(int(subset), len(images)),
+            ignored_scope=ignored,
+            fast_bias_correction=fast_bias_correction,
+        )
+
+
+@contextlib.contextmanager
+def _captured_console():
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        yield
+    if buf.getvalue():
+        log.debug("NNCF output:\n%s", buf.getvalue())
 
 
 def _coarse_convolutions(model) -> list[str]:
