@@ -158,7 +158,7 @@ def numpy_greedy_steps(y, steps, starts, gemv):
     return out
 
 
-CORESET_IMPLS = ("npad", "numpy-gemv", "numpy-norm")
+CORESET_IMPLS = ("npad", "npad-f16", "numpy-gemv", "numpy-norm")
 
 
 @pytest.mark.parametrize("impl", CORESET_IMPLS)
@@ -171,14 +171,16 @@ def test_coreset_greedy_steps(benchmark, impl):
     benchmark.group = f"coreset {STEPS} steps N={CORESET_N} proj={PROJ}"
     benchmark.extra_info.update(machine_info(), kind="coreset_steps", impl=impl, N=CORESET_N, D=PROJ,
                                 steps=STEPS, flop=3.0 * CORESET_N * PROJ * (STEPS + 10))
-    if impl == "npad":
-        got = benchmark.pedantic(lambda: search.greedy_coreset(y, STEPS, proj_dim=None, threads=THREADS),
+    if impl.startswith("npad"):
+        storage = "float16" if impl == "npad-f16" else "float32"
+        got = benchmark.pedantic(lambda: search.greedy_coreset(y, STEPS, proj_dim=None, threads=THREADS,
+                                                               storage=storage),
                                  rounds=3, iterations=1, warmup_rounds=1)
     else:
         got = benchmark.pedantic(numpy_greedy_steps, args=(y, STEPS, starts, impl == "numpy-gemv"),
                                  rounds=1, iterations=1)
     c.setdefault("results", {})[impl] = list(got)
-    if "npad" in c["results"] and impl != "npad":
+    if "npad" in c["results"] and impl not in ("npad", "npad-f16"):
         # float32 vs float32-with-BLAS rounding may flip a late near-tie; the start must agree.
         assert c["results"][impl][:20] == c["results"]["npad"][:20]
 
