@@ -18,6 +18,15 @@ every unpublished choice a named setting:
    ``"max"`` -> ``max(z_maha, z_eucl)``, or one term alone (``"mahalanobis"``, ``"euclidean"``).
 5. Image score: the largest combined patch score.
 
+The second reading of METHODS.md is the setting ``gaussian="knn"``: no Gaussian is stored;
+at test time, for each test patch at (i, j), the ``knn_k`` nominal features nearest to it
+(Euclidean, after the reduction) among all training features at the positions of the window
+around (i, j) form a local Gaussian (mean and shrunk covariance as above, computed in the
+K-dimensional span of the neighbours with the Woodbury identity, so it costs O(K^2 D) per
+patch instead of O(D^3)); the Mahalanobis term is the distance to that Gaussian. The stored
+state is then every reduced training feature (``N*h*w*D`` values in ``precision``). Its
+nominal statistics come from training images scored against the others (own image excluded).
+
 Defaults (radius 1, PCA to 64 dims, shrinkage 0.3, 1024 centroids, sum with Mahalanobis weight
 0.25, fp16 factors) and the measurements behind them: docs/accuracy.md.
 
@@ -61,6 +70,12 @@ class NPad(AnomalyMethod):
     normalize : "global" | "position"
     precision : "float32" | "float16"
         Storage precision of the whitening factors (scoring always runs in float32).
+    gaussian : "window" | "knn"
+        "window": stored per-position Gaussians of the window (first reading); "knn": the
+        test-time local Gaussian of the ``knn_k`` nearest nominal features in the window
+        (second reading, module docstring).
+    knn_k : int >= 2
+        Neighbours of the local Gaussian with ``gaussian="knn"``.
     """
 
     name = "npad"
@@ -76,7 +91,12 @@ class NPad(AnomalyMethod):
         "weight": 0.25,
         "normalize": "global",
         "precision": "float16",
+        "gaussian": "window",
+        "knn_k": 32,
     }
+
+    #: training images scored (own image excluded) for the nominal statistics with gaussian="knn"
+    KNN_STAT_IMAGES = 24
 
     def _validate(self, s: dict[str, Any]) -> dict[str, Any]:
         require_number(s, "radius", lo=0, integer=True)
@@ -90,6 +110,9 @@ class NPad(AnomalyMethod):
         require_number(s, "weight", lo=0.0, hi=1.0)
         require_choice(s, "normalize", ("global", "position"))
         require_choice(s, "precision", ("float32", "float16"))
+        require_choice(s, "gaussian", ("window", "knn"))
+        require_number(s, "knn_k", lo=2, integer=True)
+        s["knn_k"] = int(s["knn_k"])
         for key in ("radius", "n_centroids", "kmeans_iters", "kmeans_sample"):
             s[key] = int(s[key])
         if s["feature_dim"] is not None:
@@ -153,7 +176,10 @@ class NPad(AnomalyMethod):
         d = x.shape[-1]
         self._means = self._factors = None
         self._centroids = None
-        if self._use_maha:
+        self._nominal = None
+        if self._use_maha and s["gaussian"] == "knn":
+            self._nominal = np.ascontiguousarray(x.astype(s["precision"]))
+        elif self._use_maha:
             self._means, self._factors = _window_gaussians(x, s["radius"], s["shrinkage"], progress)
             self._factors = self._factors.astype(s["precision"]).astype(np.float32)
         if self._use_eucl:
@@ -166,7 +192,13 @@ class NPad(AnomalyMethod):
                                      seed=seed, progress=cb)
         self._build_index()
         # nominal statistics of each term, on the training patches
-        maha, eucl = self._terms(x)
+        if self._nominal is not None:
+            # own image excluded, on a seeded subset of the training images (cost: a k-NN per patch)
+            rng = np.random.default_rng(seed + 2)
+            sub = np.sort(rng.choice(n, size=min(n, self.KNN_STAT_IMAGES), replace=False))
+            maha, eucl = self._terms(np.ascontiguousarray(x[sub]), exclude=sub)
+        else:
+            maha, eucl = self._terms(x)
         self._stats = np.zeros((2, 2), dtype=np.float64)          # [term][mean, std]
         self._pos_stats = None
         if maha is not None:
@@ -181,11 +213,16 @@ class NPad(AnomalyMethod):
         self._index = None if self._centroids is None else search.FlatIndex(self._centroids)
 
     # -- score -------------------------------------------------------------------------------
-    def _terms(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """x (B, h, w, D) float32 -> raw Mahalanobis (B, h, w) and Euclidean (B, h, w) or None."""
+    def _terms(self, x: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """x (B, h, w, D) float32 -> raw Mahalanobis (B, h, w) and Euclidean (B, h, w) or None.
+
+        ``exclude`` (B,) int: with gaussian="knn", the training image each row must not use."""
         b, h, w, d = x.shape
         maha = eucl = None
-        if self._factors is not None:
+        if self._nominal is not None:
+            maha = _knn_mahalanobis(x, self._nominal, self.settings["radius"], self.settings["knn_k"],
+                                    self.settings["shrinkage"], exclude)
+        elif self._factors is not None:
             maha = np.empty((b, h * w), dtype=np.float32)
             xp = x.reshape(b, h * w, d).transpose(1, 0, 2)            # (P, B, D)
             step = max(1, 4096 // max(b, 1))                          # positions per block, bounds memory
@@ -232,6 +269,8 @@ class NPad(AnomalyMethod):
         if self._proj is not None:
             st["proj"] = self._proj
             st["proj_mean"] = self._proj_mean
+        if self._nominal is not None:
+            st["nominal"] = self._nominal
         if self._factors is not None:
             p, d, _ = self._factors.shape
             tri = np.tril_indices(d)
@@ -247,8 +286,10 @@ class NPad(AnomalyMethod):
         self._stats = np.asarray(arrays["stats"], dtype=np.float64)
         self._proj = np.asarray(arrays["proj"], dtype=np.float32) if "proj" in arrays else None
         self._proj_mean = np.asarray(arrays["proj_mean"], dtype=np.float32) if "proj" in arrays else None
-        self._means = self._factors = None
-        if self._use_maha:
+        self._means = self._factors = self._nominal = None
+        if self._use_maha and self.settings["gaussian"] == "knn":
+            self._nominal = np.ascontiguousarray(arrays["nominal"])
+        elif self._use_maha:
             self._means = np.ascontiguousarray(arrays["means"], dtype=np.float32)
             p, d = self._means.shape
             packed = np.asarray(arrays["factors_packed"]).astype(np.float32)
@@ -313,3 +354,47 @@ def _window_gaussians(x: np.ndarray, radius: int, shrinkage: float,
             progress("gaussians", i + 1, h)
     return means, factors
 
+
+
+def _knn_mahalanobis(x: np.ndarray, nominal: np.ndarray, radius: int, k: int, shrinkage: float,
+                     exclude: np.ndarray | None = None) -> np.ndarray:
+    """Mahalanobis distance of each test patch to the local Gaussian of its k nearest nominal
+    features in the window (the "second reading").
+
+    x (B, h, w, D) float32; nominal (N, h, w, D) float32/float16; exclude (B,) int or None (the
+    nominal image a row must not use). Returns (B, h, w) float32.
+
+    With Z (k, D) the centred neighbours, S = Z^T Z / (k - 1), lam = shrinkage * tr(S) / D and
+    c = (1 - shrinkage) / (k - 1), the shrunk covariance is lam I + c Z^T Z and, by Woodbury,
+    ``maha^2 = (|v|^2 - c (Z v)^T (lam I_k + c Z Z^T)^-1 (Z v)) / lam`` with v = x - mean(Z).
+    """
+    b, h, w, d = x.shape
+    n = nominal.shape[0]
+    out = np.empty((b, h, w), dtype=np.float32)
+    eye = np.eye(k)
+    s = float(shrinkage) if shrinkage > 0 else 1e-6
+    c = (1.0 - s) / (k - 1)
+    for i in range(h):
+        i0, i1 = max(0, i - radius), min(h, i + radius + 1)
+        for j in range(w):
+            j0, j1 = max(0, j - radius), min(w, j + radius + 1)
+            cand = nominal[:, i0:i1, j0:j1].reshape(-1, d).astype(np.float32)       # (n * cells, D)
+            q = x[:, i, j]                                                        # (B, D)
+            d2 = (q * q).sum(1)[:, None] + (cand * cand).sum(1)[None, :] - 2.0 * (q @ cand.T)
+            if exclude is not None:
+                owner = np.repeat(np.arange(n), (i1 - i0) * (j1 - j0))
+                d2[owner[None, :] == np.asarray(exclude)[:, None]] = np.inf
+            kk = min(k, cand.shape[0] - (0 if exclude is None else (i1 - i0) * (j1 - j0)))
+            nn = np.argpartition(d2, kk - 1, axis=1)[:, :kk]
+            z = cand[nn].astype(np.float64)                                        # (B, k, D)
+            mu = z.mean(axis=1)
+            z -= mu[:, None, :]
+            v = q.astype(np.float64) - mu                                          # (B, D)
+            lam = s * np.einsum("bkd,bkd->b", z, z) / ((kk - 1) * d)
+            lam = np.maximum(lam, 1e-12)
+            zv = np.einsum("bkd,bd->bk", z, v)                                     # (B, k)
+            g = c * np.matmul(z, z.transpose(0, 2, 1)) + lam[:, None, None] * eye[:kk, :kk]
+            sol = np.linalg.solve(g, zv[..., None])[..., 0]
+            m2 = ((v * v).sum(1) - c * (zv * sol).sum(1)) / lam
+            out[:, i, j] = np.sqrt(np.maximum(m2, 0.0))
+    return out

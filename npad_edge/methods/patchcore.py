@@ -53,6 +53,14 @@ class PatchCore(AnomalyMethod):
     --------
     coreset : float in (0, 1]
         Fraction of all training patch vectors kept in the bank (1.0 keeps all). Default 0.1.
+    coreset_max : int | None
+        Upper bound on the bank size in vectors (None: no bound). The bank is
+        ``min(round(coreset * N), coreset_max)`` vectors, so the fit (greedy steps x N) and the
+        per-image search (patches x bank) stay bounded when the resolution or the training set
+        grows, instead of growing with it (docs/accuracy.md, "fit cost").
+    coreset_pool : int | None
+        Greedy candidates: at most this many patch vectors, a seeded uniform sample of all
+        training patches (None: all). Each greedy step costs O(pool).
     coreset_proj_dim : int
         Random-projection dimension for the greedy distances (paper: 128).
     coreset_starts : int
@@ -77,6 +85,8 @@ class PatchCore(AnomalyMethod):
     name = "patchcore"
     DEFAULTS: Mapping[str, Any] = {
         "coreset": 0.1,
+        "coreset_max": None,
+        "coreset_pool": None,
         "coreset_proj_dim": 128,
         "coreset_starts": 10,
         "coreset_storage": "float16",
@@ -91,6 +101,8 @@ class PatchCore(AnomalyMethod):
 
     def _validate(self, s: dict[str, Any]) -> dict[str, Any]:
         require_number(s, "coreset", lo=0.0, hi=1.0, lo_open=True)
+        require_number(s, "coreset_max", lo=1, integer=True, allow_none=True)
+        require_number(s, "coreset_pool", lo=1, integer=True, allow_none=True)
         require_number(s, "coreset_proj_dim", lo=1, integer=True)
         require_number(s, "coreset_starts", lo=1, integer=True)
         require_choice(s, "coreset_storage", ("float16", "float32"))
@@ -100,6 +112,9 @@ class PatchCore(AnomalyMethod):
             require_number(s, key, lo=1, integer=True)
         require_choice(s, "image_score", ("max", "reweighted"))
         s["coreset"] = float(s["coreset"])
+        for key in ("coreset_max", "coreset_pool"):
+            if s[key] is not None:
+                s[key] = int(s[key])
         for key in ("coreset_proj_dim", "coreset_starts", "hnsw_m", "hnsw_ef_construction", "hnsw_ef",
                     "reweight_neighbors"):
             s[key] = int(s[key])
@@ -107,8 +122,16 @@ class PatchCore(AnomalyMethod):
 
     # -- fit -------------------------------------------------------------------------------
     def _fit(self, features: np.ndarray, seed: int, progress: ProgressFn | None) -> None:
+        s = self.settings
         rows = to_rows(features)
-        n_select = max(1, int(round(self.settings["coreset"] * rows.shape[0])))
+        n_select = max(1, int(round(s["coreset"] * rows.shape[0])))
+        if s["coreset_max"] is not None:
+            n_select = min(n_select, s["coreset_max"])
+        if s["coreset_pool"] is not None and s["coreset_pool"] < rows.shape[0]:
+            # seeded uniform sample of the candidates, kept in row order (deterministic)
+            rng = np.random.default_rng([seed, 0x9E3779B9])
+            rows = np.ascontiguousarray(rows[np.sort(rng.choice(rows.shape[0], s["coreset_pool"], replace=False))])
+            n_select = min(n_select, rows.shape[0])
         if n_select >= rows.shape[0]:
             bank = rows
         else:
