@@ -37,68 +37,9 @@ log = logging.getLogger(__name__)
 __all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold", "DEFAULT_BACKBONE",
            "DEFAULT_THREADS"]
 
-DEFAULT_BACKBONE = "efficientnet_lite0"
-DEFAULT_THREADS = 2
-
-
-def _torch():
-    import torch
-    return torch
-
-
-class TorchBackend:
-    """uint8 images -> features with a torch ``FeatureExtractor`` (fit time, or evaluation of a
-    fitted model without an exported IR).
-
-    ``input_size``: (H, W) the extractor resizes to. ``feature_hw``: (h, w) of the output grid.
-    """
-
-    def __init__(self, extractor, *, threads: int | None = DEFAULT_THREADS):
-        torch = _torch()
-        if threads is not None:
-            torch.set_num_threads(int(threads))
-        self.extractor = extractor.eval()
-        self.input_size: tuple[int, int] = tuple(extractor.image_size)  # type: ignore[assignment]
-        self.feature_hw: tuple[int, int] = tuple(extractor.grid_size)  # type: ignore[assignment]
-        self.feature_dim: int = int(extractor.out_dim)
-
-    @classmethod
-    def create(cls, backbone: str = DEFAULT_BACKBONE, *, image_size: int | tuple[int, int] = 256,
-               weights: str = "imagenet", taps: Sequence[str] | None = None, feature_dim: int | None = None,
-               normalization: str = "imagenet", threads: int | None = DEFAULT_THREADS) -> "TorchBackend":
-        from .backbones import FeatureExtractor, create_backbone
-        bb = create_backbone(backbone, weights=weights, taps=taps, normalization=normalization)
-        return cls(FeatureExtractor(bb, image_size=image_size, feature_dim=feature_dim), threads=threads)
-
-    def config(self) -> dict[str, Any]:
-        return self.extractor.config()
-
-    def extract(self, images) -> np.ndarray:
-        """images: (B, H, W, 3) uint8 array, or a list of (H_i, W_i, 3) uint8 arrays (any sizes)
-        -> (B, D, h, w) float32 C-contiguous."""
-        torch = _torch()
-        if isinstance(images, np.ndarray):
-            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-                raise InvalidInputError(f"expected images (B, H, W, 3) uint8, got {images.shape} {images.dtype}")
-            batches = [images]
-        else:
-            images = list(images)
-            if not images:
-                raise InvalidInputError("expected at least one image")
-            for i, im in enumerate(images):
-                if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
-                    raise InvalidInputError(f"image {i}: expected (H, W, 3) uint8, got "
-                                            f"{getattr(im, 'shape', type(im))} {getattr(im, 'dtype', '')}")
-            # same-size images go through as one batch; mixed sizes one by one (resize is inside)
-            if len({im.shape for im in images}) == 1:
-                batches = [np.stack(images)]
-            else:
-                batches = [im[None] for im in images]
-        out = []
-        with torch.inference_mode():
-            for b in batches:
-                out.append(self.extractor(torch.from_numpy(np.ascontiguousarray(b))).numpy())
-        return np.ascontiguousarray(np.concatenate(out) if len(out) > 1 else out[0], dtype=np.float32)
+# TorchBackend lives with the runtime's torch path (runtime/_torch.py), below both this fit-time
+# module and the Detector; re-exported here, where fit code has always imported it from.
+from .runtime._torch import DEFAULT_BACKBONE, DEFAULT_THREADS, TorchBackend  # noqa: E402,F401
 
 
 def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "img"):
@@ -199,6 +140,48 @@ def _peak_rss_mb() -> float:
     return r / (2**20 if sys.platform == "darwin" else 2**10)
 
 
+# ----------------------------------------------------------------------------- input geometry
+def _derive_input_geometry(be: "TorchBackend", size_arg, paths) -> tuple["TorchBackend", dict[str, Any]]:
+    """The backend at the model input size and the record of how that size was chosen.
+
+    ``size_arg``: an int short side (derived from the training images' headers, see
+    ``data.geometry.derive_input_size``) or an explicit (H, W) (``be`` is returned as is)."""
+    from .data import geometry
+
+    if not isinstance(size_arg, int):
+        return be, {"rule": "explicit", "image_size": [int(v) for v in size_arg]}
+    ex = be.extractor
+    multiple = int(max(ex.backbone.strides))
+    sizes = geometry.image_sizes(paths)
+    hw = geometry.derive_input_size(sizes, size_arg, multiple)
+    record = {"rule": "short side + median aspect ratio of the training images, long side rounded to the "
+                      "largest tap stride",
+              "short_side": int(size_arg), "median_aspect_hw": round(geometry.median_aspect(sizes), 6),
+              "n_images": len(sizes), "multiple": multiple,
+              "n_image_sizes": len(set(sizes)), "image_size": [int(hw[0]), int(hw[1])]}
+    log.info("model input %dx%d (H x W) from %d training images (median aspect H/W %.3f)",
+             hw[0], hw[1], len(sizes), record["median_aspect_hw"])
+    if tuple(hw) != tuple(ex.image_size):
+        from .backbones import FeatureExtractor
+
+        ex = FeatureExtractor(ex.backbone, image_size=hw, feature_dim=ex.feature_dim, aggregate=ex.aggregate,
+                              antialias=ex.antialias)
+        be = TorchBackend(ex, threads=None)
+    return be, record
+
+
+def _fit_reader(be: "TorchBackend", aspect_rule: str, letterbox_fill: str):
+    """The image reader of the fit: decode, then the aspect rule (letterbox pads here; resize
+    is inside the extractor)."""
+    from .data import geometry, read_image
+
+    if aspect_rule == "resize":
+        return read_image
+    mean = list(be.extractor.backbone.mean)
+    hw = tuple(be.input_size)
+    return lambda p: geometry.letterbox(read_image(p), hw, fill=letterbox_fill, mean=mean)[0]
+
+
 # ----------------------------------------------------------------------------- fit
 def fit_model(
     data: str | os.PathLike | Any,
@@ -207,6 +190,8 @@ def fit_model(
     method: str = "patchcore",
     backbone: str = DEFAULT_BACKBONE,
     image_size: int | tuple[int, int] = 256,
+    aspect_rule: str = "resize",
+    letterbox_fill: str = "mean",
     method_settings: Mapping[str, Any] | None = None,
     taps: Sequence[str] | None = None,
     weights: str = "imagenet",
@@ -228,7 +213,16 @@ def fit_model(
             loaded ``Dataset``.
         out: the model directory to create (atomically; ``overwrite`` to replace a model).
         method, method_settings: ``npad_edge.methods.get_method(method, **method_settings)``.
-        backbone, image_size, taps, weights: the feature extractor (``npad_edge.backbones``).
+        backbone, taps, weights: the feature extractor (``npad_edge.backbones``).
+        image_size: the model input. An int ``S`` is the short side: the input keeps the
+            median aspect ratio of the training images (read from the file headers), the long
+            side rounded to a multiple of the backbone's largest tap stride
+            (``npad_edge.data.geometry.derive_input_size``; square images give ``(S, S)``).
+            ``(H, W)`` is used as given. Recorded in ``preprocess.size_derivation``.
+        aspect_rule: images of another aspect ratio than the model input: ``"resize"``
+            (squash) or ``"letterbox"`` (pad to the model's aspect ratio with
+            ``letterbox_fill``, ``"mean"`` or ``"edge"``, then resize; maps are cropped back).
+            Applied to the training images here and to every image at inference.
         seed: every random step (hold-out split, coreset, k-means); same seed, same arrays.
         holdout: good training images kept out of the fit to calibrate the threshold: a
             fraction (default 0.1) or a count; 0 disables calibration (threshold = max of
@@ -241,8 +235,14 @@ def fit_model(
     Returns the model directory path.
     """
     from . import artifact
+    from .data import geometry
     from .methods import get_method
 
+    size_arg = geometry.parse_image_size(image_size)
+    if aspect_rule not in geometry.ASPECT_RULES:
+        raise InvalidInputError(f"aspect_rule must be one of {geometry.ASPECT_RULES}, got {aspect_rule!r}")
+    if letterbox_fill not in geometry.LETTERBOX_FILLS:
+        raise InvalidInputError(f"letterbox_fill must be one of {geometry.LETTERBOX_FILLS}, got {letterbox_fill!r}")
     t_start = time.perf_counter()
     tracemalloc.start()
     try:
@@ -257,10 +257,12 @@ def fit_model(
         if not paths:
             raise DataError("no training images")
         m = get_method(method, **dict(method_settings or {}))     # validates settings early
-        be = TorchBackend.create(backbone, image_size=image_size, weights=weights, taps=taps, threads=threads)
+        be = TorchBackend.create(backbone, image_size=size_arg, weights=weights, taps=taps, threads=threads)
+        be, size_derivation = _derive_input_geometry(be, size_arg, paths)
+        read = _fit_reader(be, aspect_rule, letterbox_fill)
         fit_idx, hold_idx = _split_holdout(len(paths), holdout, seed)
         t0 = time.perf_counter()
-        feats = extract_features(be, paths, batch_size, progress=progress)
+        feats = extract_features(be, paths, batch_size, progress=progress, read=read)
         t_extract = time.perf_counter() - t0
 
         bar = _progress_bar(0, f"fit {method}", progress, unit="step")
@@ -305,7 +307,9 @@ def fit_model(
             backbone=artifact.Backbone(name=bb.name, taps=list(bb.taps), weights=str(bb.weights),
                                        weights_sha256=bb.weights_sha256, config=cfg),
             preprocess=artifact.Preprocess(image_size=list(be.input_size), mean=list(bb.mean), std=list(bb.std),
-                                           resize="bilinear", antialias=bool(be.extractor.antialias)),
+                                           resize="bilinear", antialias=bool(be.extractor.antialias),
+                                           aspect_rule=aspect_rule, letterbox_fill=letterbox_fill,
+                                           size_derivation=size_derivation),
             method=artifact.Method(name=m.name, settings=dict(m.settings)),
             threshold=threshold,
             precision="fp32",

@@ -355,6 +355,14 @@ class Preprocess(_Record):
     antialias: bool = True
     layout: str = "NHWC"  # input layout the model is called with
     color: str = "RGB"
+    #: images of another aspect ratio: "resize" (squash; every model before this field) or
+    #: "letterbox" (pad to the model's aspect ratio, then resize; npad_edge.data.geometry)
+    aspect_rule: str = "resize"
+    #: the letterbox fill: "mean" (the normalisation mean) or "edge" (replicate the border)
+    letterbox_fill: str = "mean"
+    #: how image_size was chosen (rule, short side, median aspect, number of images...);
+    #: None for models written before it was recorded
+    size_derivation: Optional[Dict[str, Any]] = None
 
     _CHECKS = {
         "image_size": _image_size,
@@ -364,6 +372,9 @@ class Preprocess(_Record):
         "antialias": _bool,
         "layout": lambda v, k: _str(v, k, choices=("NHWC", "NCHW")),
         "color": lambda v, k: _str(v, k, choices=("RGB", "BGR", "GRAY")),
+        "aspect_rule": lambda v, k: _str(v, k, choices=("resize", "letterbox")),
+        "letterbox_fill": lambda v, k: _str(v, k, choices=("mean", "edge")),
+        "size_derivation": _json_obj_or_null,
     }
 
 
