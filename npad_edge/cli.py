@@ -138,7 +138,57 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output folder (default ./npad-edge-demo)")
     d.add_argument("--overwrite", action="store_true", help="replace an existing demo folder")
     d.set_defaults(handler=cmd_demo, subparser=d)
+    _add_fleet_parsers(sub, common)
     return p
+
+
+def _add_fleet_parsers(sub, common) -> None:
+    """``fit-many`` and ``serve`` (the fleet extra, Ray; see docs/fleet.md)."""
+    fm = sub.add_parser("fit-many", parents=[common], help="fit one model per part type with Ray (fleet extra)",
+                        description="Fit every sub-folder of DATA (one part type each, MVTec layout or plain "
+                                    "folder) as a Ray task into the fleet folder FLEET. Re-running skips parts "
+                                    "whose model is complete and whose images and settings are unchanged.")
+    fm.add_argument("--data", required=True, type=Path, metavar="ROOT", help="folder with one sub-folder per part type")
+    fm.add_argument("--out", required=True, type=Path, metavar="FLEET", help="fleet folder (created or resumed)")
+    fm.add_argument("--address", metavar="ADDR",
+                    help="Ray cluster: 'auto' (this node's cluster) or ray://HEAD:10001; default: start a local Ray")
+    fm.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray (default: all; without --address)")
+    fm.add_argument("--cpus-per-fit", type=int, default=1, metavar="N",
+                    help="CPUs per part's task; its torch/BLAS threads (default 1)")
+    fm.add_argument("--retries", type=int, default=2, metavar="N", help="retries of a task whose worker died (default 2)")
+    fm.add_argument("--method", choices=("patchcore", "npad"), default="patchcore", help="default: patchcore")
+    fm.add_argument("--backbone", metavar="NAME", help="feature backbone (default: the method's default)")
+    fm.add_argument("--taps", metavar="A,B[,C]", help="backbone stages to take features from")
+    fm.add_argument("--coreset", type=float, metavar="FRACTION", help="PatchCore memory-bank fraction, e.g. 0.1")
+    fm.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
+                    help="any other method setting (repeatable)")
+    fm.add_argument("--image-size", default="256", metavar="N|HxW",
+                    help="model input; HxW gives every part the same input, so parts can share a backbone")
+    fm.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
+    fm.add_argument("--export", choices=("none", "fp32", "fp16", "int8"), default="none",
+                    help="export each part for the OpenVINO runtime (int8: calibrated on the training images "
+                         "of the first part of each backbone group); default none (fitted models)")
+    fm.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of failing the part")
+    fm.add_argument("--parts", metavar="A,B", help="fit only these parts")
+    fm.set_defaults(handler=cmd_fit_many, subparser=fm)
+
+    sv = sub.add_parser("serve", parents=[common], help="serve a fleet over HTTP with Ray Serve (fleet extra)",
+                        description="Serve every complete part of FLEET: POST /v1/parts/{part}/predict, "
+                                    "GET /v1/parts, GET /healthz. Runs until Ctrl-C.")
+    sv.add_argument("--fleet", required=True, type=Path, metavar="FLEET", help="fleet folder written by fit-many")
+    sv.add_argument("--address", metavar="ADDR", help="Ray cluster ('auto' or ray://HEAD:10001); default: local Ray")
+    sv.add_argument("--num-cpus", type=int, metavar="N", help="CPUs of the local Ray (default: all)")
+    sv.add_argument("--host", default="127.0.0.1", help="HTTP host to bind (default 127.0.0.1)")
+    sv.add_argument("--port", type=int, default=8000, help="HTTP port (default 8000)")
+    sv.add_argument("--replicas", type=int, default=1, metavar="N", help="model replicas (default 1)")
+    sv.add_argument("--cpus-per-replica", type=float, default=1.0, metavar="N", help="CPUs per replica (default 1)")
+    sv.add_argument("--max-resident", type=int, default=32, metavar="N",
+                    help="parts loaded per replica, least recently used evicted (default 32)")
+    sv.add_argument("--max-batch-size", type=int, default=1, metavar="N",
+                    help="requests of one part scored together (default 1: no batching)")
+    sv.add_argument("--batch-wait-ms", type=float, default=5.0, metavar="MS", help="wait for a batch to fill (default 5)")
+    sv.add_argument("--max-body-mb", type=float, default=32.0, metavar="MB", help="largest request body (default 32)")
+    sv.set_defaults(handler=cmd_serve, subparser=sv)
 
 
 # --------------------------------------------------------------------------- entry point
@@ -634,6 +684,87 @@ def cmd_demo(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from .demo import run_demo
 
     run_demo(args.out, overwrite=args.overwrite, progress=not args.quiet, log=print)
+
+
+# --------------------------------------------------------------------------- fleet (Ray)
+
+
+def _fleet_image_size(text: str):
+    try:
+        if "x" in text.lower():
+            h, w = (int(v) for v in text.lower().split("x"))
+            size: Any = (h, w)
+        else:
+            size = int(text)
+    except ValueError:
+        raise UsageError(f"--image-size must be N or HxW, got {text!r}") from None
+    if min(size if isinstance(size, tuple) else (size,)) < 32:
+        raise UsageError(f"--image-size must be at least 32, got {text!r}")
+    return size
+
+
+def _require_ray() -> None:
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise CliError("this command needs Ray: pip install 'npad-edge[fleet]' (see docs/fleet.md)") from None
+
+
+def cmd_fit_many(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    settings = _parse_settings(args.settings)
+    if args.coreset is not None:
+        if not 0.0 < args.coreset <= 1.0:
+            raise UsageError(f"--coreset must be in (0, 1], got {args.coreset}")
+        settings["coreset"] = args.coreset
+    if args.cpus_per_fit < 1 or args.retries < 0:
+        raise UsageError("--cpus-per-fit must be >= 1 and --retries >= 0")
+    if args.address and args.num_cpus:
+        raise UsageError("--num-cpus sizes a local Ray; a cluster given by --address has its own CPUs")
+    _require_dir(args.data, "data folder", "pass a folder holding one sub-folder per part type")
+    _require_ray()
+    from .fleet.fit import FitSettings, fit_many
+
+    fs = FitSettings(method=args.method, backbone=args.backbone, image_size=_fleet_image_size(args.image_size),
+                     method_settings=settings, seed=args.seed, export=args.export, skip_bad=args.skip_bad,
+                     taps=[t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None)
+
+    def progress(ev: dict) -> None:
+        if args.quiet:
+            return
+        eta = "-" if ev["eta_s"] is None else f"{ev['eta_s']:.0f} s"
+        what = ev["status"] if ev["status"] == "complete" else f"FAILED: {ev['error']}"
+        sys.stderr.write(f"fit-many: {ev['done']}/{ev['total']} done, {ev['failed']} failed, "
+                         f"{ev['remaining']} remaining, ETA {eta} | {ev['part']}: {what}\n")
+        sys.stderr.flush()
+
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()] if args.parts else None
+    res = fit_many(args.data, args.out, fs, address=args.address, cpus_per_fit=args.cpus_per_fit,
+                   num_cpus=args.num_cpus, max_retries=args.retries, parts=parts, progress=progress)
+    print(f"fleet {args.out}: {len(res.fitted)} fitted, {len(res.skipped)} unchanged (skipped), "
+          f"{len(res.failed)} failed, in {res.seconds:.1f} s")
+    for part, reason in sorted(res.failed.items()):
+        print(f"  failed {part}: {reason}")
+    if res.failed and not res.fitted and not res.skipped:
+        raise CliError(f"every part failed ({len(res.failed)}); see the reasons above")
+
+
+def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    _require_dir(args.fleet, "fleet folder", "pass the folder written by `npad-edge fit-many --out`")
+    _require_ray()
+    from .fleet.serve import ServeSettings, serve_fleet
+
+    st = ServeSettings(num_replicas=args.replicas, cpus_per_replica=args.cpus_per_replica,
+                       max_resident=args.max_resident, max_batch_size=args.max_batch_size,
+                       batch_wait_ms=args.batch_wait_ms, max_body_bytes=int(args.max_body_mb * 2**20))
+    serve_fleet(args.fleet, st, host=args.host, port=args.port, address=args.address, num_cpus=args.num_cpus)
+    print(f"serving {args.fleet} at http://{args.host}:{args.port}/v1/parts (Ctrl-C to stop)", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    finally:
+        from ray import serve
+
+        serve.shutdown()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,7 +16,8 @@ import numpy as np
 
 from ..errors import DeviceError, InvalidInputError, ModelFormatError
 
-__all__ = ["core", "available_devices", "check_device", "default_inference_precision", "OpenVINOBackbone"]
+__all__ = ["core", "available_devices", "check_device", "default_inference_precision", "OpenVINOBackbone",
+           "CompiledModelCache"]
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,45 @@ def default_inference_precision(device: str, precision: str) -> str:
     return "f16" if "FP16" in caps and device.split(".")[0].split(":")[0] != "CPU" else "f32"
 
 
+class CompiledModelCache:
+    """Compiled backbones shared between Detectors (many parts, one backbone).
+
+    One ``openvino.CompiledModel`` per key: the IR's identity (the sha256 of backbone.xml and
+    backbone.bin recorded in the model's verified manifest), the device and the compile
+    settings. Parts fitted with the same backbone, taps, input size and precision export
+    byte-identical IRs, so they compile once and hold one copy of the weights and kernels;
+    each Detector keeps its own method state and infer requests. Entries stay until
+    :meth:`clear` (there are few distinct backbones). Thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._models: dict[tuple, Any] = {}
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: tuple, compile_fn: Any) -> Any:
+        """The compiled model of ``key``; ``compile_fn()`` builds it on the first request."""
+        with self._lock:
+            found = self._models.get(key)
+            if found is not None:
+                self.hits += 1
+                return found
+            # Compile under the lock: two parts arriving together compile once, not twice.
+            compiled = compile_fn()
+            self._models[key] = compiled
+            self.misses += 1
+            return compiled
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._models)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._models.clear()
+
+
 class OpenVINOBackbone:
     """A compiled backbone IR: ``(B, H, W, 3) uint8`` -> ``(B, D, h, w) float32`` features.
 
@@ -107,11 +147,15 @@ class OpenVINOBackbone:
             (several streams; best for many requests in flight).
         inference_precision: override of the INFERENCE_PRECISION_HINT (``f32``, ``bf16``,
             ``f16``); None picks :func:`default_inference_precision`.
+        cache, ir_key: a :class:`CompiledModelCache` and the IR's identity (e.g. the sha256 of
+            its .xml and .bin): the compiled model is taken from / put in the cache under
+            ``(ir_key, device, settings)``. Both or neither.
     """
 
     def __init__(self, xml: Path, device: str = "CPU", *, precision: str = "fp32",
                  threads: int | None = None, hint: str = "latency",
-                 inference_precision: str | None = None) -> None:
+                 inference_precision: str | None = None, cache: CompiledModelCache | None = None,
+                 ir_key: Any = None) -> None:
         device = check_device(device)
         if hint not in ("latency", "throughput"):
             raise InvalidInputError(f"hint must be 'latency' or 'throughput', got {hint!r}")
@@ -132,17 +176,13 @@ class OpenVINOBackbone:
         for f in (xml, xml.with_suffix(".bin")):
             if not f.is_file():
                 raise ModelFormatError(f"OpenVINO IR file missing: {f}")
-        c = core()
-        try:
-            model = c.read_model(os.fspath(xml))
-        except Exception as e:  # OpenVINO raises RuntimeError with a long C++ trace
-            raise ModelFormatError(f"cannot read OpenVINO IR {xml}: {_first_line(e)}") from None
-        if len(model.inputs) != 1:
-            raise ModelFormatError(f"backbone IR {xml} must have one input, has {len(model.inputs)}")
-        try:
-            self._compiled = c.compile_model(model, device, config)
-        except Exception as e:
-            raise ModelFormatError(f"cannot compile {xml} on {device}: {_first_line(e)}") from None
+        if (cache is None) != (ir_key is None):
+            raise InvalidInputError("OpenVINOBackbone: pass both cache and ir_key, or neither")
+        if cache is None:
+            self._compiled = _compile(xml, device, config)
+        else:
+            key = (ir_key, device, tuple(sorted((k, str(v)) for k, v in config.items())))
+            self._compiled = cache.get(key, lambda: _compile(xml, device, config))
         self.device = device
         self.precision = precision
         self.hint = hint
@@ -194,6 +234,20 @@ class OpenVINOBackbone:
     def output(self, request) -> np.ndarray:
         """A copy of the features held by a finished request (for AsyncInferQueue callbacks)."""
         return np.array(request.get_tensor(self._output).data, copy=True)
+
+
+def _compile(xml: Path, device: str, config: dict[str, Any]):
+    c = core()
+    try:
+        model = c.read_model(os.fspath(xml))
+    except Exception as e:  # OpenVINO raises RuntimeError with a long C++ trace
+        raise ModelFormatError(f"cannot read OpenVINO IR {xml}: {_first_line(e)}") from None
+    if len(model.inputs) != 1:
+        raise ModelFormatError(f"backbone IR {xml} must have one input, has {len(model.inputs)}")
+    try:
+        return c.compile_model(model, device, config)
+    except Exception as e:
+        raise ModelFormatError(f"cannot compile {xml} on {device}: {_first_line(e)}") from None
 
 
 def _first_line(e: BaseException) -> str:

@@ -118,6 +118,9 @@ class Detector:
         num_requests: infer requests of the async queue (default: OpenVINO's optimum, at
             least 2 so that the backbone of one image overlaps the search of another).
         blas_threads: cap numpy's BLAS threads process-wide (default 1); None leaves them.
+        compiled_cache: an ``_openvino.CompiledModelCache`` shared by several Detectors: models
+            whose IR files have the same sha256 (manifest, verified on load) share one compiled
+            backbone (npad_edge.fleet serves many parts this way). None: compile privately.
 
     Raises:
         ModelFormatError: not a model directory, a missing/corrupt file (IR included).
@@ -129,7 +132,8 @@ class Detector:
     def __init__(self, path: Union[str, "os.PathLike[str]"], device: str = "CPU", *,
                  threads: int | None = None, hint: str = "latency",
                  inference_precision: str | None = None, num_requests: int | None = None,
-                 blas_threads: int | None = 1) -> None:
+                 blas_threads: int | None = 1,
+                 compiled_cache: "_openvino.CompiledModelCache | None" = None) -> None:
         from .. import artifact
 
         if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
@@ -158,7 +162,8 @@ class Detector:
         if not on_torch:
             self.backbone = _openvino.OpenVINOBackbone(
                 loaded.file_path(artifact.BACKBONE_XML), device, precision=m.precision, threads=threads,
-                hint=hint, inference_precision=inference_precision)
+                hint=hint, inference_precision=inference_precision, cache=compiled_cache,
+                ir_key=None if compiled_cache is None else _ir_key(m))
             self.device = self.backbone.device
         else:
             self.backbone = _torch_backbone(m, device, threads)
@@ -385,6 +390,15 @@ class Detector:
             preds.append(Prediction(score=s, is_anomalous=bool(s >= self.threshold), anomaly_map=maps[i],
                                     mask=masks[i], timings={k: per[k] for k in STAGES}))
         return preds
+
+
+def _ir_key(manifest) -> tuple:
+    """The identity of a model's IR: the sha256 of its .xml and .bin from the manifest (load_model
+    has verified them against the files)."""
+    from .. import artifact
+
+    files = manifest.files
+    return tuple(files[n].sha256 if n in files else None for n in (artifact.BACKBONE_XML, artifact.BACKBONE_BIN))
 
 
 def _map_sigma(extra: dict) -> float:
