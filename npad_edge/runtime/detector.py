@@ -107,8 +107,10 @@ class Detector:
             ``npad-edge export`` (kind "exported").
         device: an OpenVINO device name (``"CPU"``, ``"GPU"``, ``"GPU.1"``, ``"AUTO"``...);
             an unknown one raises DeviceError listing the available ones. ``"CUDA"`` (or
-            ``"CUDA:1"``) runs the same extractor in torch on an NVIDIA GPU (needs torch with
-            CUDA; fp32). A fitted model runs in torch: ``"CPU"`` or ``"CUDA"``.
+            ``"CUDA:1"``) runs backbone, search and map in torch on an NVIDIA GPU
+            (``runtime/_torch.py``; needs torch with CUDA; ``inference_precision`` ``"f32"``,
+            ``"f16"`` or ``"bf16"``, default the model's; an INT8 export is refused, its graph
+            is OpenVINO's). A fitted model runs in torch: ``"CPU"`` or ``"CUDA"``.
         threads: CPU threads for the backbone (OpenVINO INFERENCE_NUM_THREADS); None lets
             OpenVINO choose (all cores).
         hint: ``"latency"`` (default; one stream, lowest time per image) or ``"throughput"``
@@ -141,9 +143,15 @@ class Detector:
         if num_requests is not None and (not isinstance(num_requests, int) or num_requests < 1):
             raise InvalidInputError(f"num_requests must be a positive int or None, got {num_requests!r}")
         # Device first: a wrong device name is the cheapest mistake to report.
-        kind = artifact.read_manifest(path).kind
-        on_torch = kind == "fitted" or (isinstance(device, str) and device.upper().startswith("CUDA"))
-        if not on_torch:
+        head = artifact.read_manifest(path)
+        kind = head.kind
+        on_cuda = isinstance(device, str) and device.strip().upper().split(":")[0] == "CUDA"
+        on_torch = kind == "fitted" or on_cuda
+        if on_cuda:  # INT8 refused, a missing GPU reported, before the model files are read
+            from . import _torch
+
+            cuda_device, cuda_precision = _torch.check_cuda_request(head, device, inference_precision)
+        elif not on_torch:
             device = _openvino.check_device(device)
         loaded = artifact.load_model(path)
         m = loaded.manifest
@@ -159,12 +167,20 @@ class Detector:
         self.method = _build_method(m, loaded.arrays, loaded.root)
         self.threads = threads
         self._num_requests = num_requests
+        self._device_pipeline = None  # runtime/_torch.DevicePipeline for device="CUDA"
         if not on_torch:
             self.backbone = _openvino.OpenVINOBackbone(
                 loaded.file_path(artifact.BACKBONE_XML), device, precision=m.precision, threads=threads,
                 hint=hint, inference_precision=inference_precision, cache=compiled_cache,
                 ir_key=None if compiled_cache is None else _ir_key(m))
             self.device = self.backbone.device
+        elif on_cuda:
+            self._device_pipeline = _torch.build_device_pipeline(
+                m, self.method, cuda_device, cuda_precision, input_size=self.input_size, sigma=self.sigma,
+                pixel_threshold=self.pixel_threshold)
+            self.backbone = self._device_pipeline
+            self.device = self._device_pipeline.name
+            self.precision = cuda_precision  # what runs, not what the manifest was exported as
         else:
             self.backbone = _torch_backbone(m, device, threads)
             self.device = device
@@ -369,7 +385,19 @@ class Detector:
             return arr, _now() - t
         return image, 0.0
 
+    def _finish_on_device(self, features, sizes: list, timings: dict, t0: float) -> list[Prediction]:
+        # CUDA: search, map and mask ran on the device; its stage times are CUDA-event times.
+        scores, maps, masks, stage_ms = self._device_pipeline.finish(features, sizes)
+        b = len(sizes)
+        per = {k: v / b for k, v in timings.items()}
+        per.update({k: v / b for k, v in stage_ms.items()}, total=(_now() - t0) / b)
+        return [Prediction(score=float(scores[i]), is_anomalous=bool(float(scores[i]) >= self.threshold),
+                           anomaly_map=maps[i], mask=masks[i], timings={k: per[k] for k in STAGES})
+                for i in range(b)]
+
     def _finish(self, features: np.ndarray, sizes: list, timings: dict, t0: float) -> list[Prediction]:
+        if self._device_pipeline is not None:
+            return self._finish_on_device(features, sizes, timings, t0)
         from ..postprocess import anomaly_maps
 
         b = len(sizes)
@@ -432,44 +460,14 @@ def _build_method(manifest, arrays, root):
 
 
 def _torch_backbone(manifest, device: str, threads: int | None):
-    """The fit-time torch backbone of a fitted model: ``npad_edge.pipeline.TorchBackend`` on
-    the CPU, the same ``FeatureExtractor`` moved to the GPU for ``device="CUDA"``."""
-    if "torch" not in sys.modules:
-        # torch's OpenMP threads otherwise spin after each call and slow the search that
-        # follows (2x on 2 cores). Read once, when torch loads; a user's setting wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    try:
-        import torch
-    except ImportError:
-        raise NpadError("fitted model needs torch; export it (npad-edge export --model MODEL --out EDGE) to run it "
-                        "with OpenVINO, or install torch") from None
+    """The fit-time torch backbone of a fitted model on the CPU (``runtime._torch.TorchBackend``;
+    ``device="CUDA"`` goes through ``runtime._torch.DevicePipeline`` instead)."""
+    from . import _torch
+
+    _torch.import_torch_for_fitted()
     from ..backbones import FeatureExtractor
 
-    name = str(device).upper()
-    if name not in ("CPU", "CUDA") and not name.startswith("CUDA:"):
+    if str(device).strip().upper() != "CPU":
         raise DeviceError(f"device {device!r} is not available for a fitted (torch) model; available: "
-                          + ", ".join(["CPU"] + (["CUDA"] if torch.cuda.is_available() else [])))
-    extractor = FeatureExtractor.from_config(manifest.backbone.config)
-    if name == "CPU":
-        from ..pipeline import TorchBackend
-
-        return TorchBackend(extractor, threads=threads)
-    if not torch.cuda.is_available():
-        raise DeviceError(f"device {device!r} is not available: torch {torch.__version__} sees no CUDA GPU; "
-                          "available: CPU")
-    return _CudaBackbone(extractor, name.lower())
-
-
-class _CudaBackbone:
-    """``extract(B, H, W, 3 uint8) -> (B, D, h, w) float32`` with the extractor on a CUDA GPU."""
-
-    def __init__(self, extractor, device: str) -> None:
-        self.device = device
-        self.extractor = extractor.to(device).eval()
-
-    def extract(self, images: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.inference_mode():
-            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
-            return np.ascontiguousarray(self.extractor(x).float().cpu().numpy())
+                          + ", ".join(["CPU"] + _torch.cuda_devices()))
+    return _torch.TorchBackend(FeatureExtractor.from_config(manifest.backbone.config), threads=threads)
