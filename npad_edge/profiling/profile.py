@@ -6,6 +6,13 @@ the first convolution, plus the host-side input checks), ``backbone`` (the rest 
 CNN + aggregation), ``search`` (memory-bank scoring), ``postprocess`` (anomaly map at the
 input's size + mask), ``total`` (one ``predict`` call on a decoded image: preprocess + backbone
 + search + postprocess; decode is reported apart).
+
+``"CUDA"`` (torch on an NVIDIA GPU, ``runtime/_torch.py``): backbone, search and map run on the
+GPU and their stage times are CUDA-event times (``"timer": "cuda_events"``): ``backbone``
+includes the upload of the uint8 image, ``postprocess`` the map, the mask and their download;
+``preprocess`` is the host-side input checks only (the resize is part of the backbone there).
+``batch_sizes`` adds ``predict_batch`` rounds (per-image stage times and images/s of the
+batch); ``inference_precision`` (``"f32"``, ``"f16"``, ``"bf16"``) selects the device precision.
 """
 
 from __future__ import annotations
@@ -112,7 +119,7 @@ def _list_images(images_dir: PathLike) -> list[Path]:
 
 def _unavailable(device: str) -> str | None:
     """None if ``device`` can run here, else the one-line reason."""
-    if device.upper().startswith(_CUDA):
+    if device.strip().upper().split(":")[0] == _CUDA:
         try:
             import torch
         except ImportError:
@@ -120,6 +127,10 @@ def _unavailable(device: str) -> str | None:
         if not torch.cuda.is_available():
             return f"{device}: not available (torch {torch.__version__} sees no CUDA GPU)"
         return None
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return f"{device}: not available (openvino is not installed)"
     from ..runtime._openvino import available_devices, check_device
 
     try:
@@ -162,11 +173,39 @@ def _preprocess_ms(det, image: np.ndarray, n: int) -> float | None:
     return float(np.median(times))
 
 
+def _profile_batches(det, images: list[np.ndarray], batch_sizes: Sequence[int], n: int,
+                     warmup: int) -> dict[str, Any]:
+    """``predict_batch`` rounds per batch size: about ``n`` images each (at least one round),
+    images of the first image's size cycled; per-image stage times (the batch's / its size)."""
+    same = [im for im in images if im.shape == images[0].shape]
+    out: dict[str, Any] = {}
+    for bs in batch_sizes:
+        batch = np.stack([same[i % len(same)] for i in range(bs)])
+        for _ in range(max(1, warmup)):
+            det.predict_batch(batch)
+        rounds = max(1, -(-n // bs))
+        stages: dict[str, list[float]] = {k: [] for k in ("preprocess", "backbone", "search", "postprocess", "total")}
+        t0 = time.perf_counter()
+        for _ in range(rounds):
+            preds = det.predict_batch(batch)
+            for k in stages:
+                stages[k].append(preds[0].timings[k])
+        wall = time.perf_counter() - t0
+        out[str(bs)] = {"batch": bs, "rounds": rounds, "images": rounds * bs,
+                        "throughput_ips": round(rounds * bs / wall, 2),
+                        "batch_latency_ms": stage_stats([v * bs for v in stages["total"]]),
+                        "stages": {k: stage_stats(v) for k, v in stages.items()}}
+    return out
+
+
 def _profile_device(model: PathLike, device: str, images: list[np.ndarray], decode_ms: list[float], *,
-                    n: int, warmup: int, threads: int | None, requests: int, hint: str) -> dict[str, Any]:
+                    n: int, warmup: int, threads: int | None, requests: int, hint: str,
+                    batch_sizes: Sequence[int] = (), inference_precision: str | None = None) -> dict[str, Any]:
     from ..runtime import Detector
 
-    det = Detector.load(model, device, threads=threads, hint=hint, num_requests=requests)
+    det = Detector.load(model, device, threads=threads, hint=hint, num_requests=requests,
+                        inference_precision=inference_precision)
+    on_device = getattr(det, "_device_pipeline", None)
     for i in range(warmup):
         det.predict(images[i % len(images)])
     stages: dict[str, list[float]] = {k: [] for k in ("preprocess", "backbone", "search", "postprocess", "total")}
@@ -190,6 +229,13 @@ def _profile_device(model: PathLike, device: str, images: list[np.ndarray], deco
         "stages": {"decode": stage_stats(decode_ms), **{k: stage_stats(v) for k, v in stages.items()}},
         "sync": {"n": n, "throughput_ips": round(n / sync_wall, 2), "latency_ms": stage_stats(stages["total"])},
     }
+    if on_device is not None:
+        from ..runtime._torch import gpu_name
+
+        result["timer"] = "cuda_events" if on_device.device.type == "cuda" else "perf_counter"
+        result["gpu"] = gpu_name(on_device.device)
+    if batch_sizes:
+        result["batches"] = _profile_batches(det, images, batch_sizes, n, warmup)
     # Async: all n submitted at once, ``requests`` in flight; latency includes the queueing.
     try:
         for f in det.predict_async(images[:min(len(images), requests)]):
@@ -207,7 +253,8 @@ def _profile_device(model: PathLike, device: str, images: list[np.ndarray], deco
 
 def profile(model: PathLike, images_dir: PathLike, devices: Iterable[str] = ("CPU",), *, n: int = 50,
             warmup: int = 3, threads: int | None = None, requests: int = 4, hint: str = "latency",
-            json_out: PathLike | None = None) -> dict[str, Any]:
+            json_out: PathLike | None = None, batch_sizes: Sequence[int] = (),
+            inference_precision: str | None = None) -> dict[str, Any]:
     """Time a saved model on each device.
 
     Args:
@@ -223,6 +270,10 @@ def profile(model: PathLike, images_dir: PathLike, devices: Iterable[str] = ("CP
         hint: OpenVINO performance hint of the compiled backbone (``"latency"``: one stream,
             the better choice on 2 cores even for the async mode; ``"throughput"``: streams).
         json_out: also write the result there as JSON.
+        batch_sizes: also time ``predict_batch`` at these batch sizes (``result["devices"][d]
+            ["batches"][str(b)]``: per-image stage times, images/s, batch latency).
+        inference_precision: passed to the Detector (``"f32"``, ``"f16"``, ``"bf16"``; on CUDA
+            the precision of the torch path, on OpenVINO devices the inference precision hint).
 
     Returns a dict: ``model``, ``kind``, ``precision``, ``method``, ``input_size``,
     ``images`` (folder, count, first image's size), ``n``, ``devices`` (name ->
@@ -235,6 +286,9 @@ def profile(model: PathLike, images_dir: PathLike, devices: Iterable[str] = ("CP
 
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise InvalidInputError(f"n must be a positive int, got {n!r}")
+    batch_sizes = list(batch_sizes)
+    if any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in batch_sizes):
+        raise InvalidInputError(f"batch_sizes must be positive ints, got {batch_sizes!r}")
     if isinstance(devices, str):
         devices = [d.strip() for d in devices.split(",") if d.strip()]
     devices = list(devices)
@@ -266,8 +320,13 @@ def profile(model: PathLike, images_dir: PathLike, devices: Iterable[str] = ("CP
         if reason is not None:
             result["unavailable"][dev] = reason
             continue
-        result["devices"][dev] = _profile_device(model, dev, images, decode_ms, n=n, warmup=warmup,
-                                                 threads=threads, requests=requests, hint=hint)
+        try:
+            result["devices"][dev] = _profile_device(model, dev, images, decode_ms, n=n, warmup=warmup,
+                                                     threads=threads, requests=requests, hint=hint,
+                                                     batch_sizes=batch_sizes,
+                                                     inference_precision=inference_precision)
+        except DeviceError as e:  # e.g. an INT8 model on CUDA: refused by the Detector, said here
+            result["unavailable"][dev] = f"{dev}: {e}"
     result["report"] = report_lines(result)
     result["info"] = info()
     if json_out is not None:
@@ -288,6 +347,13 @@ def report_lines(result: dict[str, Any]) -> list[str]:
                      f"{st['total']['p90_ms']:.2f}, p99 {st['total']['p99_ms']:.2f}")
         lines.append(f"{dev}: sync {r['sync']['throughput_ips']:.1f} img/s; async ({r['async']['requests']} in "
                      f"flight) {r['async']['throughput_ips']:.1f} img/s, median latency "
-                     f"{r['async']['latency_ms']['median_ms']:.1f} ms")
+                     f"{r['async']['latency_ms']['median_ms']:.1f} ms"
+                     + (f"; timer {r['timer']}" if "timer" in r else "") + (f" on {r['gpu']}" if r.get("gpu") else ""))
+        for bs, br in r.get("batches", {}).items():
+            st = br["stages"]
+            lines.append(f"{dev} batch {bs}: {br['throughput_ips']:.1f} img/s, per image median ms "
+                         + ", ".join(f"{k} {st[k]['median_ms']:.2f}" for k in ("backbone", "search", "postprocess",
+                                                                             "total"))
+                         + f"; batch latency median {br['batch_latency_ms']['median_ms']:.1f} ms")
     lines.extend(result["unavailable"].values())
     return lines
