@@ -12,6 +12,7 @@ tests run every kernel set on one machine against the scalar oracle.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Callable, Optional, Tuple
 
@@ -30,9 +31,16 @@ __all__ = [
     "projection_matrix",
     "coreset_start_indices",
     "default_threads",
+    "MAX_SQUARED_NORM",
 ]
 
 ProgressFn = Callable[[int, int], None]
+
+_log = logging.getLogger(__name__)
+
+# The largest squared norm of a row (bank, query, coreset feature) the core accepts: FLT_MAX / 4,
+# so that |q|^2 + |x|^2, 2 q.x and |x - y|^2 all stay finite in float32.
+MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 4
 
 
 def isa() -> str:
@@ -92,6 +100,12 @@ def _check_matrix(a, name: str, dim: Optional[int] = None, need_finite: bool = F
         raise InvalidInputError(f"{name} must have dim {dim} (the bank's); got shape {a.shape}")
     if need_finite and not np.isfinite(a).all():
         raise InvalidInputError(f"{name} must be finite; it contains NaN or inf")
+    if need_finite and a.size:
+        sq = np.einsum("ij,ij->i", a, a, dtype=np.float64)
+        bad = np.flatnonzero(~(sq <= MAX_SQUARED_NORM))
+        if bad.size:
+            raise InvalidInputError(f"{name} row {bad[0]} has a squared norm of {sq[bad[0]]:.3g}, beyond FLT_MAX / 4 "
+                                    f"= {MAX_SQUARED_NORM:.2g} where float32 distances overflow: scale the data down")
     return a
 
 
@@ -115,6 +129,10 @@ class FlatIndex:
     multiply-add per term, norms precomputed): they agree with an exact computation to about
     1e-6 relative to |q|^2 + |x|^2, and are bit-identical across instruction sets.
     ``threads`` is the default for :meth:`search`.
+
+    Bank rows and queries must be finite with squared norm at most ``MAX_SQUARED_NORM``
+    (FLT_MAX / 4 ~ 8.5e37, i.e. ``|x|`` up to ~9.2e18), so that no distance overflows
+    (InvalidInputError otherwise).
     """
 
     def __init__(self, bank: np.ndarray, *, dtype: str = "float32", threads: Optional[int] = None):
@@ -168,8 +186,10 @@ class HnswIndex:
     """Approximate k-NN (HNSW graph, squared L2) built with the ``hnswlib`` package.
 
     ``HnswIndex(bank (N, D) float32, *, M=16, ef_construction=200, ef=64, seed=0,
-    threads=None)``. ``search`` has FlatIndex's contract; the search list is raised to k when
-    k > ef. Results are sorted by (distance, index). With threads > 1 the graph (and so the
+    threads=None)``. ``search`` has FlatIndex's contract (including the squared-norm bound);
+    hnswlib searches with a list of max(ef, k), so ef is set once at construction and never
+    changed by ``search``: concurrent searches with different k are safe. Results are sorted
+    by (distance, index). With threads > 1 the graph (and so the
     answers to near-ties) can differ between builds; use threads=1 for a reproducible graph.
     The defaults reach recall@1 >= 0.99 on PatchCore-like (low-rank plus noise) banks; see
     tests/test_search_hnsw.py.
@@ -215,7 +235,8 @@ class HnswIndex:
         t = self._threads if threads is None else _threads(threads)
         if queries.shape[0] == 0:
             return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-        self._index.set_ef(max(self._ef, k))
+        # No set_ef here: ef is index-wide state, and changing it per call raced with searches
+        # in other threads; hnswlib already uses max(ef, k) per query.
         labels, dist = self._index.knn_query(queries, k=k, num_threads=t)
         labels = labels.astype(np.int64)
         dist = np.maximum(dist.astype(np.float32, copy=False), 0.0)
@@ -262,7 +283,8 @@ def greedy_coreset(
     threads: Optional[int] = None,
     progress: Optional[ProgressFn] = None,
     storage: str = "float32",
-) -> np.ndarray:
+    return_info: bool = False,
+):
     """Greedy k-center selection (PatchCore's approximate greedy coreset).
 
     features: (N, D) float32 C-contiguous, finite. Returns (n_select,) int64 distinct row
@@ -282,9 +304,24 @@ def greedy_coreset(
     this algorithm on Y', in half the memory, and about twice as fast on large N, where every
     step streams all of Y from memory. ``"float32"`` (the default) keeps Y as computed.
 
-    Same seed, same indices (on any thread count). Memory beyond the input: Y (N x proj_dim
-    float32, then N x proj_dim float16 with ``storage="float16"``) and O(N). ``progress(done, total)`` is called with the GIL every ~50 ms and at
-    the end; an exception it raises (or Ctrl-C) stops the selection and propagates.
+    If a value of Y is beyond the float16 range (|y| > 65504), ``"float16"`` falls back to
+    ``"float32"`` for that call (a warning is logged and ``info["storage"]`` says so): rounding
+    it would give inf and NaN distances.
+
+    Rows of ``features`` (and of Y) must have squared norm at most ``MAX_SQUARED_NORM``
+    (FLT_MAX / 4), where float32 distances would overflow: InvalidInputError otherwise.
+
+    Same seed, same indices, on any thread count and any instruction set: the projection and
+    every distance are computed in one fixed float32 order on every kernel set (scalar, AVX2,
+    AVX-512, NEON; tested for the sets the test machine has). Memory beyond the input: Y (N x
+    proj_dim float32, then N x proj_dim float16 with ``storage="float16"``) and O(N).
+    ``progress(done, total)`` is called with the GIL every ~50 ms and at the end; an exception
+    it raises (or Ctrl-C) stops the selection and propagates.
+
+    ``return_info=True`` returns ``(indices, info)`` with info a dict: ``"storage"`` (used),
+    ``"requested_storage"``, ``"isa"`` (the kernel set that ran) and ``"rows_computed"``
+    ((n_select,) int64: rows whose distance to the row selected at each step was computed, the
+    rest skipped by the triangle bound or already selected; 0 at the last step).
     """
     _check_matrix(features, "features")
     n, d = features.shape
@@ -306,5 +343,10 @@ def greedy_coreset(
         raise InvalidInputError(f"progress must be callable(done, total) or None; got {progress!r}")
     if storage not in ("float32", "float16"):
         raise InvalidInputError(f"storage must be 'float32' or 'float16'; got {storage!r}")
-    return _core.greedy_coreset(features, n_select, effective_proj, n_starts, seed & 0xFFFFFFFFFFFFFFFF,
-                                _threads(threads), progress, storage)
+    indices, info = _core.greedy_coreset(features, n_select, effective_proj, n_starts, seed & 0xFFFFFFFFFFFFFFFF,
+                                         _threads(threads), progress, storage)
+    info["requested_storage"] = storage
+    if info["storage"] != storage:
+        _log.warning("greedy_coreset: projected features exceed the float16 range (|y| > 65504); "
+                     "selected with float32 storage instead of float16")
+    return (indices, info) if return_info else indices

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from npad_edge import search
+from npad_edge import _core, search
 from npad_edge.errors import InvalidInputError, NpadError
 
 ISAS = search.available_isas()
@@ -206,3 +206,68 @@ def test_bad_queries(queries, k, match):
 def test_bad_search_threads():
     with pytest.raises(InvalidInputError, match="threads"):
         search.FlatIndex(GOOD).search(GOOD, 1, threads=0)
+
+
+# ---- numeric edge cases (issue 13) ---------------------------------------------------------
+
+# The largest squared norm accepted: FLT_MAX / 4, so that |q|^2 + |x|^2 and 2 q.x stay finite.
+MAX_SQNORM = np.finfo(np.float32).max / 4
+
+
+@pytest.mark.parametrize("dtype", ["float32", "int8"])
+def test_overflowing_bank_refused(isa, dtype):
+    # |x|^2 = 1e40 overflows float32: the epilogue computed fma(-2, inf, inf) = NaN and
+    # clamped it to distance 0, so a far-away vector read as an exact match.
+    bank = np.array([[1e20, 0.0], [0.0, 0.0]], np.float32)
+    with pytest.raises(InvalidInputError, match="squared norm"):
+        search.FlatIndex(bank, dtype=dtype)
+    # Finite squared norms whose sum overflows: q = x = 1.35e19 gave distance inf instead of 0.
+    with pytest.raises(InvalidInputError, match="squared norm"):
+        search.FlatIndex(np.array([[1.35e19]], np.float32), dtype=dtype)
+    ok = np.array([[np.sqrt(MAX_SQNORM) * 0.999]], np.float32)  # just inside the bound
+    dist, idx = search.FlatIndex(ok, dtype="float32").search(ok, 1)
+    assert np.isfinite(dist).all() and idx[0, 0] == 0
+
+
+def test_overflowing_queries_refused(isa):
+    index = search.FlatIndex(np.array([[1.0, 0.0], [0.0, 0.0]], np.float32))
+    for q in ([[1e20, 0.0]], [[0.0, -1e19]]):
+        with pytest.raises(InvalidInputError, match="squared norm"):
+            index.search(np.array(q, np.float32), 1)
+
+
+def test_int8_tiny_rows_are_zero_rows():
+    # max|x| < ~3.7e-37: 1 / (max|x| / 127) overflows; 0 * inf = NaN clamped to -127 codes.
+    x = np.array([[1e-38, 0.0, -2e-38, 0.0], [3e-37, -1e-37, 0.0, 0.0], [0.0] * 4, [2.0, -1.0, 0.5, 0.0]],
+                 np.float32)
+    codes, scales = _core._quantize_i8(x)
+    np.testing.assert_array_equal(codes[:3], 0)
+    np.testing.assert_array_equal(scales[:3], 0)
+    s = np.float32(2.0) / np.float32(127)
+    assert scales[3] == s
+    np.testing.assert_array_equal(codes[3], np.clip(np.rint(x[3] * (np.float32(1) / s)), -127, 127))
+    index = search.FlatIndex(x, dtype="int8")
+    dist, idx = index.search(x, 4)
+    assert np.isfinite(dist).all() and (dist >= 0).all()
+    assert idx[3, 0] == 3 and set(idx[0, :3].tolist()) == {0, 1, 2}
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGINT") or __import__("os").name == "nt",
+                    reason="POSIX signals")
+def test_ctrl_c_seen_while_worker_0_waits_for_the_others():
+    # The worker pool of FlatIndex.search: worker 0 (the calling thread, the only one that may
+    # poll for signals) has run out of work while worker 1 still has 20 s of 1 ms steps. Ctrl-C
+    # must stop worker 1 within a few steps, not after its whole share.
+    import os
+    import signal
+    import threading
+
+    done = np.full(2, -1, np.int64)
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _core._poll_probe(2, 20_000, done)
+    finally:
+        timer.cancel()
+    assert done[0] == 0 and 0 <= done[1] < 5_000, done

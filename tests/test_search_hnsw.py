@@ -63,3 +63,37 @@ def test_bad_inputs():
         index.search(np.zeros((1, 4), np.float32), 5)
     with pytest.raises(InvalidInputError, match="NaN or inf"):
         index.search(np.full((1, 4), np.inf, np.float32), 1)
+
+
+def test_concurrent_searches_with_different_k_do_not_share_ef():
+    # search() raised the shared index's ef to k and lowered it again: a k=1 search running in
+    # another thread meanwhile ran with the other call's ef and answered differently.
+    import threading
+
+    data = patchcore_like(4000, 32, 16, seed=3, noise=1.0)
+    bank, queries = data[:3000], data[3000:]
+    index = search.HnswIndex(bank, M=4, ef_construction=20, ef=1, threads=1)
+    ref = index.search(queries, 1, threads=1)
+    high_ef = search.HnswIndex(bank, M=4, ef_construction=20, ef=300, threads=1).search(queries, 1, threads=1)
+    assert (high_ef[1] != ref[1]).any()  # ef matters on this data: the race is observable
+    stop = threading.Event()
+    errors = []
+
+    def big_k():
+        try:
+            while not stop.is_set():
+                index.search(queries[:4], 300, threads=1)
+        except Exception as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    t = threading.Thread(target=big_k)
+    t.start()
+    try:
+        for _ in range(30):
+            dist, idx = index.search(queries, 1, threads=1)
+            np.testing.assert_array_equal(idx, ref[1])
+            np.testing.assert_array_equal(dist, ref[0])
+    finally:
+        stop.set()
+        t.join()
+    assert not errors

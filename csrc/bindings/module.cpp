@@ -121,7 +121,7 @@ private:
     std::unique_ptr<FlatIndex> index_;
 };
 
-py::array_t<std::int64_t> py_greedy_coreset(const py::array& features, long long n_select, long long proj_dim,
+py::tuple py_greedy_coreset(const py::array& features, long long n_select, long long proj_dim,
                                             long long n_starts, std::uint64_t seed, int threads,
                                             std::optional<py::function> progress, const std::string& storage) {
     check_array<float>(features, "features", 2);
@@ -142,15 +142,22 @@ py::array_t<std::int64_t> py_greedy_coreset(const py::array& features, long long
     PyPoll poll;
     poll.progress = std::move(progress);
     Control ctl(poll.fn());
+    CoresetInfo info;
     try {
         py::gil_scoped_release nogil;
         greedy_coreset(x, n, d, static_cast<std::size_t>(n_select), static_cast<std::size_t>(proj_dim),
-                       static_cast<std::size_t>(n_starts), seed, threads, ctl, o, st);
+                       static_cast<std::size_t>(n_starts), seed, threads, ctl, o, st, &info);
     } catch (const Cancelled&) {
         poll.rethrow();
         throw;
     }
-    return out;
+    py::array_t<std::int64_t> rows(info.rows_computed.size());
+    std::copy(info.rows_computed.begin(), info.rows_computed.end(), rows.mutable_data());
+    py::dict d_info;
+    d_info["storage"] = info.storage == CoresetStorage::Float16 ? "float16" : "float32";
+    d_info["isa"] = std::string(info.isa);
+    d_info["rows_computed"] = rows;
+    return py::make_tuple(out, d_info);
 }
 
 // ---- testing hooks: run one kernel of a named instruction set on small arrays ----------
@@ -163,24 +170,23 @@ const T* data_of(const py::array& a, const char* name, int ndim) {
 
 py::object kernel_call(const std::string& isa, const std::string& op, py::args args) {
     const Kernels& K = kernels_by_name(isa);
-    auto arr = [&](std::size_t i) { return args[i].cast<py::array>(); };
-    if (op == "l2sq_f32" || op == "ip_f32") {
+    auto arr = [&](std::size_t i) {
+        if (i >= args.size()) throw InvalidInput("kernel '" + op + "' needs more arguments");
+        return args[i].cast<py::array>();
+    };
+    // Every length is checked against the first array's: the kernels trust them.
+    if (op == "l2sq_f32") {
         const py::array a = arr(0), b = arr(1);
         auto pa = data_of<float>(a, "a", 1), pb = data_of<float>(b, "b", 1);
-        return py::float_((op == "l2sq_f32" ? K.l2sq_f32 : K.ip_f32)(pa, pb, a.shape(0)));
+        if (b.shape(0) != a.shape(0)) throw InvalidInput("a and b must have the same length");
+        return py::float_(K.l2sq_f32(pa, pb, a.shape(0)));
     }
-    if (op == "l2sq_f16" || op == "ip_f16") {
+    if (op == "l2sq_f16") {
         const py::array a = arr(0), b = arr(1);
-        auto pa = data_of<float>(a, "q", 1);
-        auto pb = data_of<std::uint16_t>(b, "x", 1);
-        return py::float_((op == "l2sq_f16" ? K.l2sq_f16 : K.ip_f16)(pa, pb, a.shape(0)));
-    }
-    if (op == "l2sq_i8" || op == "ip_i8") {
-        const py::array a = arr(0), b = arr(1);
-        auto pa = data_of<float>(a, "q", 1);
-        auto pb = data_of<std::int8_t>(b, "x", 1);
-        const float scale = args[2].cast<float>();
-        return py::float_((op == "l2sq_i8" ? K.l2sq_i8 : K.ip_i8)(pa, pb, scale, a.shape(0)));
+        auto pa = data_of<float>(a, "a", 1);
+        auto pb = data_of<std::uint16_t>(b, "b", 1);
+        if (b.shape(0) != a.shape(0)) throw InvalidInput("a and b must have the same length");
+        return py::float_(K.l2sq_f16(pa, pb, a.shape(0)));
     }
     if (op == "f16_to_f32") {
         const py::array a = arr(0);
@@ -226,9 +232,13 @@ py::object kernel_call(const std::string& isa, const std::string& op, py::args a
             K.tile(pq, xa.data(), qp.shape(0), nullptr, nullptr, nullptr, out.mutable_data(), nullptr);
             return py::make_tuple(out, py::none());
         }
-        auto qn = data_of<float>(arr(2), "qn", 1);
-        auto xn = data_of<float>(arr(3), "xn", 1);
-        auto thr = data_of<float>(arr(4), "thr", 1);
+        if (args.size() != 5) throw InvalidInput("tile takes qp, xp [, qn, xn, thr]");
+        const py::array aqn = arr(2), axn = arr(3), athr = arr(4);
+        auto qn = data_of<float>(aqn, "qn", 1);
+        auto xn = data_of<float>(axn, "xn", 1);
+        auto thr = data_of<float>(athr, "thr", 1);
+        if (aqn.shape(0) != kMR || axn.shape(0) != kNR || athr.shape(0) != kMR)
+            throw InvalidInput("tile needs qn (12,), xn (32,) and thr (12,)");
         K.tile(pq, xa.data(), qp.shape(0), qn, xn, thr, out.mutable_data(), mask.mutable_data());
         return py::make_tuple(out, mask);
     }
@@ -297,6 +307,45 @@ PYBIND11_MODULE(_core, m) {
         }
         return y;
     }, py::arg("x"), py::arg("p"), py::arg("threads"));
+    m.def("_quantize_i8", [](const py::array& x) {
+        // Testing hook: FlatIndex's int8 quantization of each row of x (n, d) float32.
+        check_array<float>(x, "x", 2);
+        const auto n = static_cast<std::size_t>(x.shape(0)), d = static_cast<std::size_t>(x.shape(1));
+        py::array_t<std::int8_t> codes({n, d});
+        py::array_t<float> scales(n);
+        const float* px = static_cast<const float*>(x.data());
+        for (std::size_t i = 0; i < n; ++i)
+            quantize_i8(px + i * d, d, 1, codes.mutable_data() + i * d, 1, scales.mutable_data() + i);
+        return py::make_tuple(codes, scales);
+    }, py::arg("x"));
+    m.def("_poll_probe", [](int threads, long long iterations, const py::array& done) {
+        // Testing hook for interrupts: the calling thread (worker 0) has no work and the other
+        // workers run `iterations` 1 ms steps each, stopping early once the call is cancelled;
+        // done[t] = steps worker t completed. The same worker pool and Control as FlatIndex.
+        check_threads(threads);
+        check_array<std::int64_t>(done, "done", 1);
+        if (done.shape(0) != threads) throw InvalidInput("done must have one entry per thread");
+        std::int64_t* out = static_cast<std::int64_t*>(const_cast<void*>(done.data()));
+        PyPoll poll;
+        Control ctl(poll.fn(), std::chrono::milliseconds(10));
+        try {
+            py::gil_scoped_release nogil;
+            parallel_run(threads, [&](int t) {
+                std::int64_t i = 0;
+                if (t == 0) {
+                    ctl.maybe_poll(0, 1, true);
+                } else {
+                    for (; i < iterations && !ctl.stopped(); ++i)
+                        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+                }
+                out[t] = i;
+            }, &ctl);
+            ctl.throw_if_stopped();
+        } catch (const Cancelled&) {
+            poll.rethrow();
+            throw;
+        }
+    }, py::arg("threads"), py::arg("iterations"), py::arg("done"));
     m.def("_kernel", &kernel_call, py::arg("isa"), py::arg("op"),
           "Testing hook: run one kernel of the named instruction set.");
 }

@@ -5,11 +5,13 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstddef>
 #include <exception>
 #include <functional>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "errors.h"
@@ -52,7 +54,13 @@ private:
 
 // Runs fn(t) for t in [0, n_threads); t == 0 runs on the calling thread (so it may poll).
 // Exceptions from any worker are rethrown in the caller after all have joined.
-inline void parallel_run(int n_threads, const std::function<void(int)>& fn) {
+//
+// If ctl is given, worker 0 keeps polling it (ctl->maybe_poll(progress())) after its own
+// fn(0) has returned, until every other worker has finished: so Ctrl-C is seen, and the other
+// workers told to stop through ctl->stopped(), while the slowest worker is still busy, instead
+// of after it. The wait ends as soon as the last worker finishes (no sleep on the way out).
+inline void parallel_run(int n_threads, const std::function<void(int)>& fn, Control* ctl = nullptr,
+                         const std::function<std::pair<std::size_t, std::size_t>()>& progress = nullptr) {
     if (n_threads <= 1) {
         fn(0);
         return;
@@ -67,10 +75,35 @@ inline void parallel_run(int n_threads, const std::function<void(int)>& fn) {
             if (!err) err = std::current_exception();
         }
     };
+    std::mutex mu;
+    std::condition_variable cv;
+    int running = n_threads - 1;
     std::vector<std::thread> pool;
     pool.reserve(n_threads - 1);
-    for (int t = 1; t < n_threads; ++t) pool.emplace_back(guarded, t);
+    for (int t = 1; t < n_threads; ++t)
+        pool.emplace_back([&, t] {
+            guarded(t);
+            {
+                std::lock_guard<std::mutex> lock(mu);
+                --running;
+            }
+            cv.notify_one();
+        });
     guarded(0);
+    if (ctl != nullptr) {
+        std::unique_lock<std::mutex> lock(mu);
+        while (!cv.wait_for(lock, std::chrono::milliseconds(5), [&] { return running == 0; })) {
+            lock.unlock();
+            try {
+                const auto p = progress ? progress() : std::pair<std::size_t, std::size_t>(0, 0);
+                ctl->maybe_poll(p.first, p.second);
+            } catch (...) {
+                std::lock_guard<std::mutex> elock(err_mu);
+                if (!err) err = std::current_exception();
+            }
+            lock.lock();
+        }
+    }
     for (auto& th : pool) th.join();
     if (err) std::rethrow_exception(err);
 }

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
+#include <stdexcept>
 #include <limits>
 #include <string>
 #include <vector>
@@ -29,7 +31,7 @@ inline bool better(float v, std::int64_t i, const Best& b) {
 }  // namespace
 
 void project(const float* x, std::size_t n, std::size_t d, const float* p, std::size_t pd,
-             int threads, float* y) {
+             int threads, float* y, Control* ctl, std::size_t report_total) {
     const Kernels& K = active_kernels();
     // P's columns play the queries (packed once, blocks [d][kMR]) and feature rows the bank
     // (packed per panel of kNR rows): each feature element is transposed once and then used
@@ -41,10 +43,11 @@ void project(const float* x, std::size_t n, std::size_t d, const float* p, std::
     const std::size_t npanels = (n + kNR - 1) / kNR;
     std::atomic<std::size_t> next{0};
     const int T = static_cast<int>(std::min<std::size_t>(std::max(1, threads), npanels));
-    parallel_run(T, [&](int) {
+    parallel_run(T, [&](int t) {
         avector<float> xp(d * kNR);
         alignas(64) float out[kMR * kNR];
         for (;;) {
+            if (ctl != nullptr && ctl->stopped()) break;
             const std::size_t b = next.fetch_add(1);
             if (b >= npanels) break;
             const std::size_t rows = std::min<std::size_t>(kNR, n - b * kNR);
@@ -67,8 +70,9 @@ void project(const float* x, std::size_t n, std::size_t d, const float* p, std::
                     for (std::size_t i = 0; i < cols; ++i) dst[i] = out[i * kNR + j];
                 }
             }
+            if (t == 0 && ctl != nullptr) ctl->maybe_poll(0, report_total);
         }
-    });
+    }, ctl, [&] { return std::make_pair(std::size_t(0), report_total); });
 }
 
 namespace {
@@ -100,7 +104,8 @@ struct F16Rows {
 
 template <class Rows>
 void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_select, std::size_t n_starts,
-                std::uint64_t seed, int threads, Control& ctl, std::int64_t* out) {
+                std::uint64_t seed, int threads, Control& ctl, std::int64_t* out,
+                std::vector<std::int64_t>* rows_computed) {
     const std::vector<std::int64_t> starts = start_indices(n, n_starts, seed);
     std::vector<float> score(n);
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -128,6 +133,8 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
     const Rows C = Y.with_base(crows.data());
     SpinBarrier barrier(T);
     constexpr float kMargin = 2.f * (1.f + 1e-4f);
+    // Work counter: rows computed in Phase B, per worker and step (summed at the end).
+    std::vector<std::int64_t> computed(rows_computed ? T * n_select : 0, 0);
 
     parallel_run(T, [&](int t) {
         const std::size_t lo = n * t / T, hi = n * (t + 1) / T;
@@ -159,6 +166,10 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
                 const Best& c = slots[par * T + u];
                 if (better(c.v, c.i, win)) win = c;
             }
+            // Every worker sees the same slots, so all of them throw at the same step.
+            if (win.i < 0 || win.i >= static_cast<std::int64_t>(n))
+                throw std::runtime_error("greedy_coreset: no row has a finite score at step " + std::to_string(s) +
+                                         " (non-finite distances); this is a bug, please report it");
             const std::size_t sel = static_cast<std::size_t>(win.i);
             if (t == 0) out[s] = win.i;
             if (s + 1 == n_select) break;
@@ -174,10 +185,12 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
             if (sel >= lo && sel < hi) score[sel] = kNegInf;
             best = {kNegInf, std::numeric_limits<std::int64_t>::max()};
             const auto sc = static_cast<std::int32_t>(s);
+            std::int64_t ncomp = 0;
             for (std::size_t i = lo; i < hi; ++i) {
                 float v = score[i];
                 const std::int32_t c = center[i];
                 if (v != kNegInf && (c < 0 || !(dcs[c] >= kMargin * v))) {
+                    ++ncomp;
                     const float dd = std::sqrt(Y.l2sq(q.data(), i));
                     if (dd < v) {
                         v = dd;
@@ -188,48 +201,87 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
                 if (v > best.v) best = {v, static_cast<std::int64_t>(i)};
             }
             slots[(par ^ 1) * T + t] = best;
+            if (!computed.empty()) computed[t * n_select + s] = ncomp;
         }
     });
+    if (rows_computed) {
+        rows_computed->assign(n_select, 0);
+        for (int t = 0; t < T; ++t)
+            for (std::size_t s = 0; s < n_select; ++s) (*rows_computed)[s] += computed[t * n_select + s];
+    }
+}
+
+// Squared norm of each row (in double, so that the check itself cannot overflow) at most
+// FLT_MAX / 4: then every |Y_i - Y_j|^2 <= 2 |Y_i|^2 + 2 |Y_j|^2 stays finite in float32.
+void check_sqnorms(const float* y, std::size_t n, std::size_t d, const char* what) {
+    constexpr double kMax = std::numeric_limits<float>::max() / 4.0;
+    for (std::size_t i = 0; i < n; ++i) {
+        double s = 0;
+        for (std::size_t r = 0; r < d; ++r) s += static_cast<double>(y[i * d + r]) * y[i * d + r];
+        if (!(s <= kMax)) {
+            char v[32];
+            std::snprintf(v, sizeof v, "%.3g", s);
+            throw InvalidInput(std::string(what) + " row " + std::to_string(i) + " has a squared norm of " + v +
+                               ", beyond FLT_MAX / 4 = 8.5e37 where float32 distances overflow: scale the "
+                               "features down");
+        }
+    }
 }
 
 }  // namespace
 
 void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
                     std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
-                    Control& ctl, std::int64_t* out, CoresetStorage storage) {
+                    Control& ctl, std::int64_t* out, CoresetStorage storage, CoresetInfo* info) {
     if (n == 0) throw InvalidInput("features must hold at least one row; got 0");
     if (n_select == 0 || n_select > n)
         throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
     if (n_starts == 0) throw InvalidInput("n_starts must be >= 1; got 0");
     const Kernels& K = active_kernels();  // dispatched once for the whole call
 
+    for (std::size_t i = 0; i < n * d; ++i)
+        if (!std::isfinite(features[i]))
+            throw InvalidInput("features must be finite; row " + std::to_string(i / d) + ", column " +
+                               std::to_string(i % d) + " is " + (std::isnan(features[i]) ? "NaN" : "inf"));
+    check_sqnorms(features, n, d, "features");
     std::vector<float> projected;
     const float* y = features;
     std::size_t pd = d;
     if (proj_dim > 0) {
         const std::vector<float> P = projection_matrix(d, proj_dim, seed);
         projected.resize(n * proj_dim);
-        project(features, n, d, P.data(), proj_dim, threads, projected.data());
+        project(features, n, d, P.data(), proj_dim, threads, projected.data(), &ctl, n_select);
+        ctl.throw_if_stopped();
         y = projected.data();
         pd = proj_dim;
-    } else {
-        for (std::size_t i = 0; i < n * d; ++i)
-            if (!std::isfinite(features[i]))
-                throw InvalidInput("features must be finite; row " + std::to_string(i / d) + ", column " +
-                                   std::to_string(i % d) + " is " + (std::isnan(features[i]) ? "NaN" : "inf"));
+        check_sqnorms(y, n, pd, "projected features");
     }
+    std::vector<std::int64_t>* counts = info ? &info->rows_computed : nullptr;
+    if (info) info->isa = K.name;
     if (storage == CoresetStorage::Float16) {
-        // Rounded once (to nearest even); the float32 copy is released before the selection.
+        // Rounded once (to nearest even). A value beyond the float16 range (|y| > 65504)
+        // would become inf and every distance to it NaN: then the selection runs on the
+        // float32 rows instead (reported in info; the Python layer logs it).
         avector<std::uint16_t> y16(n * pd);
         K.f32_to_f16(y, y16.data(), n * pd);
-        std::vector<float>().swap(projected);
+        bool in_range = true;
+        for (std::size_t i = 0; i < n * pd && in_range; ++i) in_range = (y16[i] & 0x7C00u) != 0x7C00u;
+        if (in_range) {
+            std::vector<float>().swap(projected);  // the float32 copy is released first
+            if (info) info->storage = CoresetStorage::Float16;
+            ctl.maybe_poll(0, n_select, true);
+            ctl.throw_if_stopped();
+            run_greedy(F16Rows{y16.data(), pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out, counts);
+            storage = CoresetStorage::Float16;
+        } else {
+            storage = CoresetStorage::Float32;
+        }
+    }
+    if (storage == CoresetStorage::Float32) {
+        if (info) info->storage = CoresetStorage::Float32;
         ctl.maybe_poll(0, n_select, true);
         ctl.throw_if_stopped();
-        run_greedy(F16Rows{y16.data(), pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out);
-    } else {
-        ctl.maybe_poll(0, n_select, true);
-        ctl.throw_if_stopped();
-        run_greedy(F32Rows{y, pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out);
+        run_greedy(F32Rows{y, pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out, counts);
     }
     ctl.throw_if_stopped();
     ctl.maybe_poll(n_select, n_select, true);

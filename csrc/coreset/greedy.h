@@ -3,6 +3,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "../common/parallel.h"
 
@@ -14,7 +15,19 @@ namespace npad {
 // memory streamed per greedy step, which is what bounds its speed.
 enum class CoresetStorage { Float32, Float16 };
 
-// features: (n, d) row-major float32, finite. Writes n_select distinct indices to out.
+// What a greedy_coreset call did (filled when a pointer is passed).
+struct CoresetInfo {
+    CoresetStorage storage = CoresetStorage::Float32;  // used: Float16 falls back to Float32
+                                                       // when a value of Y is beyond +-65504
+    const char* isa = "";                              // the kernel set that ran
+    // rows_computed[s]: rows whose distance to the row selected at step s was computed
+    // (the others were skipped by the triangle bound, or already selected); 0 at the last step.
+    std::vector<std::int64_t> rows_computed;
+};
+
+// features: (n, d) row-major float32, finite, each row's squared norm at most FLT_MAX / 4
+// (and so Y's rows: beyond it distances overflow to inf; InvalidInput otherwise). Writes
+// n_select distinct indices to out.
 //
 // 1. If proj_dim > 0: Y = features @ P with P = projection_matrix(d, proj_dim, seed)
 //    (float32, accumulated in float32); otherwise Y = features.
@@ -26,12 +39,18 @@ enum class CoresetStorage { Float32, Float16 };
 // Memory beyond the input: Y (n x proj_dim floats, when projecting; then n x pd halves with
 // Float16 storage, the float32 copy being freed first) and O(n) scores.
 // threads >= 1; ctl.poll(done, total) is called from the calling thread now and then.
+// Every distance is computed by the direct kernel l2sq_f32 / l2sq_f16, whose rounding is the
+// same on every instruction set (kernels.h), and the projection by the tile kernel (also
+// bit-identical): same inputs and seed, same indices on any ISA and thread count.
 void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
                     std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
-                    Control& ctl, std::int64_t* out, CoresetStorage storage = CoresetStorage::Float32);
+                    Control& ctl, std::int64_t* out, CoresetStorage storage = CoresetStorage::Float32,
+                    CoresetInfo* info = nullptr);
 
 // Y = X @ P for X (n, d) and P (d, pd), float32, using the GEMM tile kernel; checks X finite.
+// With ctl, polls it (reporting (0, report_total)) and stops early, leaving y partly
+// written, once ctl->stopped(); the caller checks.
 void project(const float* x, std::size_t n, std::size_t d, const float* p, std::size_t pd,
-             int threads, float* y);
+             int threads, float* y, Control* ctl = nullptr, std::size_t report_total = 0);
 
 }  // namespace npad

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
@@ -27,6 +28,26 @@ const char* storage_name(Storage s) {
     return "?";
 }
 
+void quantize_i8(const float* x, std::size_t d, std::size_t stride, std::int8_t* codes,
+                 std::size_t code_stride, float* scale) {
+    float amax = 0.f;
+    for (std::size_t r = 0; r < d; ++r) amax = std::max(amax, std::fabs(x[r * stride]));
+    const float s = amax / 127.f;
+    const float inv = 1.f / s;
+    if (!(s > 0.f) || !std::isfinite(inv)) {
+        // All zero, or so tiny (max|x| below ~127 / FLT_MAX ~ 3.7e-37) that 1 / scale
+        // overflows (then 0 * inf = NaN would clamp to -127): stored as the zero vector.
+        *scale = 0.f;
+        for (std::size_t r = 0; r < d; ++r) codes[r * code_stride] = 0;
+        return;
+    }
+    *scale = s;
+    for (std::size_t r = 0; r < d; ++r) {
+        const float q = std::nearbyint(x[r * stride] * inv);
+        codes[r * code_stride] = static_cast<std::int8_t>(std::min(127.f, std::max(-127.f, q)));
+    }
+}
+
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
@@ -39,8 +60,23 @@ void check_finite_row(const float* row, std::size_t d, std::size_t i, const char
                                (std::isnan(row[r]) ? "NaN" : "inf"));
 }
 
-// Bank vectors per chunk: the float32 panels of one chunk stay in L2 while every query block
-// streams past them. Measured on Zen 4 (1 MiB L2 per core): ~256 KiB per chunk is the knee.
+// Squared norms above FLT_MAX / 4 are refused (bank and queries): then |q|^2 + |x|^2 <= FLT_MAX / 2
+// and |2 q.x| <= 2 |q| |x| <= FLT_MAX / 2, so no distance overflows. Beyond it a norm of inf
+// gave fma(-2, inf, inf) = NaN, which the epilogue clamps to 0: a far vector read as a match.
+constexpr float kMaxSqNorm = std::numeric_limits<float>::max() / 4;
+
+void check_sqnorm(float sqnorm, std::size_t i, const char* what) {
+    if (!(sqnorm <= kMaxSqNorm)) {
+        char v[32];
+        std::snprintf(v, sizeof v, "%.3g", static_cast<double>(sqnorm));
+        throw InvalidInput(std::string(what) + " row " + std::to_string(i) + " has a squared norm of " + v +
+                           " in float32, beyond FLT_MAX / 4 = 8.5e37 (|x| up to ~9.2e18): scale the data down");
+    }
+}
+
+// Bank vectors per chunk: the float32 panels of one chunk should stay in L2 while every
+// query block streams past them. 256 KiB is a choice (half of a 512 KiB L2, a quarter of a
+// 1 MiB one), not a measured optimum.
 std::size_t panels_per_chunk(std::size_t d) {
     const std::size_t budget = 256 * 1024;
     return std::max<std::size_t>(1, budget / (d * kNR * sizeof(float)));
@@ -109,22 +145,15 @@ FlatIndex::FlatIndex(const float* bank, std::size_t n, std::size_t d, Storage st
         } else if (storage == Storage::I8) {
             std::int8_t* c = i8_.data() + p * panel;
             float* sc = scales_.data() + p * kNR;
-            for (std::size_t j = 0; j < cols; ++j) {
-                float amax = 0.f;
-                for (std::size_t r = 0; r < d; ++r) amax = std::max(amax, std::fabs(dst[r * kNR + j]));
-                const float s = amax / 127.f;
-                sc[j] = s;
-                const float inv = s > 0.f ? 1.f / s : 0.f;
-                for (std::size_t r = 0; r < d; ++r) {
-                    const float q = std::nearbyint(dst[r * kNR + j] * inv);
-                    c[r * kNR + j] = static_cast<std::int8_t>(std::min(127.f, std::max(-127.f, q)));
-                }
-            }
+            for (std::size_t j = 0; j < cols; ++j) quantize_i8(dst + j, d, kNR, c + j, kNR, sc + j);
             K.dequant_i8_panel(c, sc, d, dst);
         }
         float norms[kNR];
         K.packed_sqnorms(dst, d, kNR, norms);
-        for (std::size_t j = 0; j < cols; ++j) xnorm_[p * kNR + j] = norms[j];
+        for (std::size_t j = 0; j < cols; ++j) {
+            check_sqnorm(norms[j], p * kNR + j, "bank");  // of the stored (rounded) vector
+            xnorm_[p * kNR + j] = norms[j];
+        }
     }
 }
 
@@ -151,6 +180,7 @@ void FlatIndex::search(const float* queries, std::size_t m, std::size_t k, int t
         for (std::size_t r = 0; r < d; ++r) dst[r * kMR] = row[r];
     }
     for (std::size_t b = 0; b < nblk; ++b) K.packed_sqnorms(qpack.data() + b * d * kMR, d, kMR, qnorm.data() + b * kMR);
+    for (std::size_t i = 0; i < m; ++i) check_sqnorm(qnorm[i], i, "queries");
 
     // Work items: (bank chunk, query group), chunk-major, handed out in increasing order so
     // that every worker sees each query's bank indices in increasing order.
@@ -231,7 +261,7 @@ void FlatIndex::search(const float* queries, std::size_t m, std::size_t k, int t
             if (t == 0) ctl.maybe_poll(std::min(next.load(), nitems), nitems);
         }
         tn[t] = std::move(cnt);
-    });
+    }, &ctl, [&] { return std::make_pair(std::min(next.load(), nitems), nitems); });
     ctl.throw_if_stopped();
 
     // Merge the workers' lists by (distance, index).

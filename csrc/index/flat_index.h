@@ -23,6 +23,12 @@ enum class Storage { F32, F16, I8 };
 Storage storage_from_name(const std::string& name);  // throws InvalidInput
 const char* storage_name(Storage s);
 
+// int8 quantization of one vector of d finite values x[r * stride]: scale = max|x| / 127,
+// codes[r * code_stride] = clamp(round_nearest(x / scale), -127, 127). FlatIndex packs its
+// int8 banks with exactly this.
+void quantize_i8(const float* x, std::size_t d, std::size_t stride, std::int8_t* codes,
+                 std::size_t code_stride, float* scale);
+
 class FlatIndex {
 public:
     // bank: (n, d) row-major float32, all finite (throws InvalidInput otherwise). Copied into

@@ -5,6 +5,8 @@
 #if defined(NPAD_HAVE_AVX2)
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "fp16.h"
 
 namespace npad {
@@ -17,95 +19,53 @@ inline float hsum(__m256 v) {
     return _mm_cvtss_f32(s);
 }
 
-// Tails are handled with scalar loops: these direct kernels are not on the hot path.
-float l2sq_f32(const float* a, const float* b, std::size_t d) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 16 <= d; i += 16) {
-        const __m256 t0 = _mm256_sub_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i));
-        const __m256 t1 = _mm256_sub_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8));
-        s0 = _mm256_fmadd_ps(t0, t0, s0);
-        s1 = _mm256_fmadd_ps(t1, t1, s1);
-    }
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; i < d; ++i) {
-        const float t = a[i] - b[i];
-        s += t * t;
-    }
-    return s;
-}
-
-float ip_f32(const float* a, const float* b, std::size_t d) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 16 <= d; i += 16) {
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
-    }
-    float s = hsum(_mm256_add_ps(s0, s1));
-    for (; i < d; ++i) s += a[i] * b[i];
-    return s;
-}
-
 inline __m256 load_f16(const std::uint16_t* x) {
     return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(x)));
 }
 
-void l2sq_f32_rows(const float* x, std::size_t n, std::size_t d, const float* q, float* out) {
-    for (std::size_t i = 0; i < n; ++i) out[i] = l2sq_f32(x + i * d, q, d);
+// The documented 16-lane order (kernels.h): s0 holds lanes 0-7, s1 lanes 8-15; products are
+// rounded before the add (no FMA); the tail is zero-padded to 16 (adding +0 to a lane leaves
+// it unchanged, as in the scalar oracle); then lanes (j, j + 8), (j, j + 4), (j, j + 2), (0, 1).
+inline float reduce16(__m256 s0, __m256 s1) { return hsum(_mm256_add_ps(s0, s1)); }
+
+inline void accumulate(__m256 a0, __m256 b0, __m256 a1, __m256 b1, __m256& s0, __m256& s1) {
+    const __m256 t0 = _mm256_sub_ps(a0, b0), t1 = _mm256_sub_ps(a1, b1);
+    s0 = _mm256_add_ps(s0, _mm256_mul_ps(t0, t0));
+    s1 = _mm256_add_ps(s1, _mm256_mul_ps(t1, t1));
 }
 
-float l2sq_f16(const float* q, const std::uint16_t* x, std::size_t d) {
-    __m256 s0 = _mm256_setzero_ps();
+float l2sq_f32(const float* a, const float* b, std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     std::size_t i = 0;
-    for (; i + 8 <= d; i += 8) {
-        const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(q + i), load_f16(x + i));
-        s0 = _mm256_fmadd_ps(t, t, s0);
+    for (; i + 16 <= d; i += 16)
+        accumulate(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), _mm256_loadu_ps(a + i + 8),
+                   _mm256_loadu_ps(b + i + 8), s0, s1);
+    if (i < d) {
+        alignas(32) float ta[16] = {}, tb[16] = {};
+        std::memcpy(ta, a + i, (d - i) * sizeof(float));
+        std::memcpy(tb, b + i, (d - i) * sizeof(float));
+        accumulate(_mm256_load_ps(ta), _mm256_load_ps(tb), _mm256_load_ps(ta + 8), _mm256_load_ps(tb + 8), s0, s1);
     }
-    float s = hsum(s0);
-    for (; i < d; ++i) {
-        const float t = q[i] - half_to_float(x[i]);
-        s += t * t;
-    }
-    return s;
+    return reduce16(s0, s1);
 }
 
-float ip_f16(const float* q, const std::uint16_t* x, std::size_t d) {
-    __m256 s0 = _mm256_setzero_ps();
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     std::size_t i = 0;
-    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_f16(x + i), s0);
-    float s = hsum(s0);
-    for (; i < d; ++i) s += q[i] * half_to_float(x[i]);
-    return s;
+    for (; i + 16 <= d; i += 16)
+        accumulate(_mm256_loadu_ps(a + i), load_f16(b + i), _mm256_loadu_ps(a + i + 8), load_f16(b + i + 8), s0, s1);
+    if (i < d) {
+        alignas(32) float ta[16] = {};
+        alignas(32) std::uint16_t tb[16] = {};
+        std::memcpy(ta, a + i, (d - i) * sizeof(float));
+        std::memcpy(tb, b + i, (d - i) * sizeof(std::uint16_t));
+        accumulate(_mm256_load_ps(ta), load_f16(tb), _mm256_load_ps(ta + 8), load_f16(tb + 8), s0, s1);
+    }
+    return reduce16(s0, s1);
 }
 
 inline __m256 load_i8(const std::int8_t* x) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(x))));
-}
-
-float l2sq_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    const __m256 sc = _mm256_set1_ps(scale);
-    __m256 s0 = _mm256_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 8 <= d; i += 8) {
-        const __m256 t = _mm256_sub_ps(_mm256_loadu_ps(q + i), _mm256_mul_ps(sc, load_i8(x + i)));
-        s0 = _mm256_fmadd_ps(t, t, s0);
-    }
-    float s = hsum(s0);
-    for (; i < d; ++i) {
-        const float t = q[i] - scale * static_cast<float>(x[i]);
-        s += t * t;
-    }
-    return s;
-}
-
-float ip_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    __m256 s0 = _mm256_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 8 <= d; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + i), load_i8(x + i), s0);
-    float s = hsum(s0);
-    for (; i < d; ++i) s += q[i] * static_cast<float>(x[i]);
-    return s * scale;
 }
 
 void f16_to_f32(const std::uint16_t* src, float* dst, std::size_t n) {
@@ -192,9 +152,8 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
 }
 
 const Kernels kAvx2 = {
-    "avx2",         Isa::Avx2, l2sq_f32,         ip_f32, l2sq_f32_rows,         l2sq_f16, ip_f16,
-    l2sq_i8,        ip_i8,     f16_to_f32,       f32_to_f16,     dequant_i8_panel,
-    packed_sqnorms, tile,
+    "avx2",     Isa::Avx2,        l2sq_f32,       l2sq_f16, f16_to_f32,
+    f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
 };
 
 }  // namespace

@@ -13,86 +13,39 @@ inline __mmask16 tail_mask(std::size_t n) {
     return static_cast<__mmask16>((n >= 16) ? 0xFFFFu : ((1u << n) - 1u));
 }
 
-float l2sq_f32(const float* a, const float* b, std::size_t d) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 32 <= d; i += 32) {
-        const __m512 t0 = _mm512_sub_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i));
-        const __m512 t1 = _mm512_sub_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16));
-        s0 = _mm512_fmadd_ps(t0, t0, s0);
-        s1 = _mm512_fmadd_ps(t1, t1, s1);
-    }
-    for (; i < d; i += 16) {
-        const __mmask16 m = tail_mask(d - i);
-        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
-        s0 = _mm512_fmadd_ps(t, t, s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
-float ip_f32(const float* a, const float* b, std::size_t d) {
-    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
-    std::size_t i = 0;
-    for (; i + 32 <= d; i += 32) {
-        s0 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s0);
-        s1 = _mm512_fmadd_ps(_mm512_loadu_ps(a + i + 16), _mm512_loadu_ps(b + i + 16), s1);
-    }
-    for (; i < d; i += 16) {
-        const __mmask16 m = tail_mask(d - i);
-        s0 = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i), s0);
-    }
-    return _mm512_reduce_add_ps(_mm512_add_ps(s0, s1));
-}
-
 inline __m512 load_f16(const std::uint16_t* x, __mmask16 m) {
     return _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, x));
 }
 
-void l2sq_f32_rows(const float* x, std::size_t n, std::size_t d, const float* q, float* out) {
-    for (std::size_t i = 0; i < n; ++i) out[i] = l2sq_f32(x + i * d, q, d);
+// The documented 16-lane order (kernels.h): one zmm holds the 16 lanes; products are rounded
+// before the add (no FMA); the tail is masked to zero (adding +0 leaves a lane unchanged);
+// then lanes (j, j + 8) (the two 256-bit halves), (j, j + 4), (j, j + 2), (0, 1).
+inline float reduce16(__m512 s) {
+    const __m256 h = _mm256_add_ps(_mm512_castps512_ps256(s), _mm512_extractf32x8_ps(s, 1));
+    __m128 q = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    q = _mm_add_ps(q, _mm_movehl_ps(q, q));
+    q = _mm_add_ss(q, _mm_movehdup_ps(q));
+    return _mm_cvtss_f32(q);
 }
 
-float l2sq_f16(const float* q, const std::uint16_t* x, std::size_t d) {
+float l2sq_f32(const float* a, const float* b, std::size_t d) {
     __m512 s = _mm512_setzero_ps();
     for (std::size_t i = 0; i < d; i += 16) {
         const __mmask16 m = tail_mask(d - i);
-        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, q + i), load_f16(x + i, m));
-        s = _mm512_fmadd_ps(t, t, s);
+        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), _mm512_maskz_loadu_ps(m, b + i));
+        s = _mm512_add_ps(s, _mm512_mul_ps(t, t));
     }
-    return _mm512_reduce_add_ps(s);
+    return reduce16(s);
 }
 
-float ip_f16(const float* q, const std::uint16_t* x, std::size_t d) {
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
     __m512 s = _mm512_setzero_ps();
     for (std::size_t i = 0; i < d; i += 16) {
         const __mmask16 m = tail_mask(d - i);
-        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), load_f16(x + i, m), s);
+        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, a + i), load_f16(b + i, m));
+        s = _mm512_add_ps(s, _mm512_mul_ps(t, t));
     }
-    return _mm512_reduce_add_ps(s);
-}
-
-inline __m512 load_i8(const std::int8_t* x, __mmask16 m) {
-    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, x)));
-}
-
-float l2sq_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    const __m512 sc = _mm512_set1_ps(scale);
-    __m512 s = _mm512_setzero_ps();
-    for (std::size_t i = 0; i < d; i += 16) {
-        const __mmask16 m = tail_mask(d - i);
-        const __m512 t = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, q + i), _mm512_mul_ps(sc, load_i8(x + i, m)));
-        s = _mm512_fmadd_ps(t, t, s);
-    }
-    return _mm512_reduce_add_ps(s);
-}
-
-float ip_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    __m512 s = _mm512_setzero_ps();
-    for (std::size_t i = 0; i < d; i += 16) {
-        const __mmask16 m = tail_mask(d - i);
-        s = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, q + i), load_i8(x + i, m), s);
-    }
-    return _mm512_reduce_add_ps(s) * scale;
+    return reduce16(s);
 }
 
 void f16_to_f32(const std::uint16_t* src, float* dst, std::size_t n) {
@@ -195,9 +148,8 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
 }
 
 const Kernels kAvx512 = {
-    "avx512",       Isa::Avx512, l2sq_f32,         ip_f32, l2sq_f32_rows,         l2sq_f16, ip_f16,
-    l2sq_i8,        ip_i8,       f16_to_f32,       f32_to_f16,     dequant_i8_panel,
-    packed_sqnorms, tile,
+    "avx512",   Isa::Avx512,      l2sq_f32,       l2sq_f16, f16_to_f32,
+    f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
 };
 
 }  // namespace

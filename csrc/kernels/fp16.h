@@ -1,6 +1,12 @@
 // Portable IEEE half <-> single conversions (round to nearest even, subnormals, inf, NaN),
 // after Marat Dukhan's FP16 library. They match F16C's vcvtps2ph(imm=0) / vcvtph2ps bit for
 // bit, which the kernel tests check. Needs plain IEEE float arithmetic (no fast-math).
+//
+// Internal linkage on purpose (anonymous namespace): this header is included by files built
+// with different instruction-set flags (scalar.cpp, avx2.cpp, avx512.cpp). With external
+// linkage the inline functions were weak symbols in each object, and the linker could keep
+// the AVX2 copy for callers in scalar.cpp, which must run on any x86-64 (tested:
+// test_isa_objects_export_only_their_table).
 #pragma once
 
 #include <cstdint>
@@ -8,6 +14,7 @@
 #include <cstring>
 
 namespace npad {
+namespace {
 
 inline float fp32_from_bits(std::uint32_t w) {
     float f;
@@ -48,4 +55,5 @@ inline std::uint16_t float_to_half(float f) {
     return static_cast<std::uint16_t>((sign >> 16) | (shl1_w > 0xFF000000u ? 0x7E00u : nonsign));
 }
 
+}  // namespace
 }  // namespace npad

@@ -1,10 +1,11 @@
 // Distance kernels: one table of function pointers per instruction set.
 //
-// The scalar table is the oracle every other table is tested against. The GEMM-shaped tile
-// kernel and the packed-norm kernel accumulate every (query, bank) pair strictly sequentially
-// over the dimension with fused multiply-adds, so all instruction sets return bit-identical
-// results for them; the direct (one pair at a time) kernels use wide partial sums and agree
-// with the oracle only to rounding.
+// The scalar table is the oracle every other table is tested against, and every kernel here
+// returns bit-identical results on every instruction set (tested):
+// - the GEMM-shaped tile kernel and the packed-norm kernel accumulate every (query, bank)
+//   pair strictly sequentially over the dimension with fused multiply-adds;
+// - the direct kernels (one pair at a time, used by the greedy coreset) follow one fixed
+//   16-lane order, see l2sq_f32 below.
 #pragma once
 
 #include <cstddef>
@@ -25,17 +26,15 @@ struct Kernels {
     const char* name;
     Isa isa;
 
-    // Direct kernels, one pair at a time.
+    // Direct kernels, one pair at a time: |a - b|^2 in float32, in this order on every
+    // instruction set: t_i = a_i - b_i; lane j (0..15) accumulates t_i * t_i (product rounded,
+    // then added; no FMA) over i = j mod 16 in increasing i, from +0; then the lanes are added
+    // pairwise, lane j += lane j + h for h = 8, 4, 2, 1; the result is lane 0. A 16-wide SIMD
+    // accumulator (or two 8-wide, four 4-wide) does this naturally, and so the greedy coreset
+    // selects the same rows whichever kernel set runs.
     float (*l2sq_f32)(const float* a, const float* b, std::size_t d);
-    float (*ip_f32)(const float* a, const float* b, std::size_t d);
-    // out[i] = |x_i - q|^2 for n contiguous rows x_i of length d (one call per block of rows).
-    void (*l2sq_f32_rows)(const float* x, std::size_t n, std::size_t d, const float* q, float* out);
-    // Compact storage: the query stays float32, the stored vector is float16 bits.
-    float (*l2sq_f16)(const float* q, const std::uint16_t* x, std::size_t d);
-    float (*ip_f16)(const float* q, const std::uint16_t* x, std::size_t d);
-    // int8 codes with one scale per vector: x = scale * code.
-    float (*l2sq_i8)(const float* q, const std::int8_t* x, float scale, std::size_t d);
-    float (*ip_i8)(const float* q, const std::int8_t* x, float scale, std::size_t d);
+    // The same with b stored as float16 bits (widened exactly to float32 first).
+    float (*l2sq_f16)(const float* a, const std::uint16_t* b, std::size_t d);
 
     // Conversions (round to nearest even; bit-exact across instruction sets).
     void (*f16_to_f32)(const std::uint16_t* src, float* dst, std::size_t n);

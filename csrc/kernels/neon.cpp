@@ -6,77 +6,68 @@
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
+#include <cstring>
+
 #include "fp16.h"
 
 namespace npad {
 namespace {
 
-float l2sq_f32(const float* a, const float* b, std::size_t d) {
-    float32x4_t s = vdupq_n_f32(0.f);
-    std::size_t i = 0;
-    for (; i + 4 <= d; i += 4) {
-        const float32x4_t t = vsubq_f32(vld1q_f32(a + i), vld1q_f32(b + i));
-        s = vfmaq_f32(s, t, t);
-    }
-    float r = vaddvq_f32(s);
-    for (; i < d; ++i) r += (a[i] - b[i]) * (a[i] - b[i]);
-    return r;
-}
-
-float ip_f32(const float* a, const float* b, std::size_t d) {
-    float32x4_t s = vdupq_n_f32(0.f);
-    std::size_t i = 0;
-    for (; i + 4 <= d; i += 4) s = vfmaq_f32(s, vld1q_f32(a + i), vld1q_f32(b + i));
-    float r = vaddvq_f32(s);
-    for (; i < d; ++i) r += a[i] * b[i];
-    return r;
-}
-
 inline float32x4_t load_f16(const std::uint16_t* x) {
     return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(x)));
 }
 
-void l2sq_f32_rows(const float* x, std::size_t n, std::size_t d, const float* q, float* out) {
-    for (std::size_t i = 0; i < n; ++i) out[i] = l2sq_f32(x + i * d, q, d);
+// The documented 16-lane order (kernels.h): c[k] holds lanes 4k..4k+3; products are rounded
+// before the add (no FMA); the tail is zero-padded to 16; then lanes (j, j + 8), (j, j + 4),
+// (j, j + 2), (0, 1).
+inline void accumulate(const float32x4_t* a, const float32x4_t* b, float32x4_t* c) {
+    for (int k = 0; k < 4; ++k) {
+        const float32x4_t t = vsubq_f32(a[k], b[k]);
+        c[k] = vaddq_f32(c[k], vmulq_f32(t, t));
+    }
 }
 
-float l2sq_f16(const float* q, const std::uint16_t* x, std::size_t d) {
-    float32x4_t s = vdupq_n_f32(0.f);
+inline float reduce16(const float32x4_t* c) {
+    const float32x4_t g = vaddq_f32(vaddq_f32(c[0], c[2]), vaddq_f32(c[1], c[3]));
+    const float32x2_t p = vadd_f32(vget_low_f32(g), vget_high_f32(g));
+    return vget_lane_f32(p, 0) + vget_lane_f32(p, 1);
+}
+
+float l2sq_f32(const float* a, const float* b, std::size_t d) {
+    float32x4_t c[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+    float32x4_t va[4], vb[4];
     std::size_t i = 0;
-    for (; i + 4 <= d; i += 4) {
-        const float32x4_t t = vsubq_f32(vld1q_f32(q + i), load_f16(x + i));
-        s = vfmaq_f32(s, t, t);
+    for (; i + 16 <= d; i += 16) {
+        for (int k = 0; k < 4; ++k) va[k] = vld1q_f32(a + i + 4 * k), vb[k] = vld1q_f32(b + i + 4 * k);
+        accumulate(va, vb, c);
     }
-    float r = vaddvq_f32(s);
-    for (; i < d; ++i) {
-        const float t = q[i] - half_to_float(x[i]);
-        r += t * t;
+    if (i < d) {
+        float ta[16] = {}, tb[16] = {};
+        std::memcpy(ta, a + i, (d - i) * sizeof(float));
+        std::memcpy(tb, b + i, (d - i) * sizeof(float));
+        for (int k = 0; k < 4; ++k) va[k] = vld1q_f32(ta + 4 * k), vb[k] = vld1q_f32(tb + 4 * k);
+        accumulate(va, vb, c);
     }
-    return r;
+    return reduce16(c);
 }
 
-float ip_f16(const float* q, const std::uint16_t* x, std::size_t d) {
-    float32x4_t s = vdupq_n_f32(0.f);
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+    float32x4_t c[4] = {vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f), vdupq_n_f32(0.f)};
+    float32x4_t va[4], vb[4];
     std::size_t i = 0;
-    for (; i + 4 <= d; i += 4) s = vfmaq_f32(s, vld1q_f32(q + i), load_f16(x + i));
-    float r = vaddvq_f32(s);
-    for (; i < d; ++i) r += q[i] * half_to_float(x[i]);
-    return r;
-}
-
-float l2sq_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    float r = 0.f;
-    for (std::size_t i = 0; i < d; ++i) {
-        const float t = q[i] - scale * static_cast<float>(x[i]);
-        r += t * t;
+    for (; i + 16 <= d; i += 16) {
+        for (int k = 0; k < 4; ++k) va[k] = vld1q_f32(a + i + 4 * k), vb[k] = load_f16(b + i + 4 * k);
+        accumulate(va, vb, c);
     }
-    return r;
-}
-
-float ip_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    float r = 0.f;
-    for (std::size_t i = 0; i < d; ++i) r += q[i] * static_cast<float>(x[i]);
-    return r * scale;
+    if (i < d) {
+        float ta[16] = {};
+        std::uint16_t tb[16] = {};
+        std::memcpy(ta, a + i, (d - i) * sizeof(float));
+        std::memcpy(tb, b + i, (d - i) * sizeof(std::uint16_t));
+        for (int k = 0; k < 4; ++k) va[k] = vld1q_f32(ta + 4 * k), vb[k] = load_f16(tb + 4 * k);
+        accumulate(va, vb, c);
+    }
+    return reduce16(c);
 }
 
 void f16_to_f32(const std::uint16_t* src, float* dst, std::size_t n) {
@@ -92,9 +83,20 @@ void f32_to_f16(const float* src, std::uint16_t* dst, std::size_t n) {
 }
 
 void dequant_i8_panel(const std::int8_t* codes, const float* scales, std::size_t d, float* out) {
-    for (std::size_t r = 0; r < d; ++r)
-        for (int j = 0; j < kNR; ++j)
-            out[r * kNR + j] = static_cast<float>(codes[r * kNR + j]) * scales[j];
+    // int8 -> int32 -> float32 is exact and the product is rounded once: identical to scalar.
+    float32x4_t sc[8];
+    for (int k = 0; k < 8; ++k) sc[k] = vld1q_f32(scales + 4 * k);
+    for (std::size_t r = 0; r < d; ++r) {
+        const std::int8_t* c = codes + r * kNR;
+        float* o = out + r * kNR;
+        for (int h = 0; h < 2; ++h) {
+            const int8x16_t v = vld1q_s8(c + 16 * h);
+            const int16x8_t lo = vmovl_s8(vget_low_s8(v)), hi = vmovl_s8(vget_high_s8(v));
+            const int32x4_t w[4] = {vmovl_s16(vget_low_s16(lo)), vmovl_s16(vget_high_s16(lo)),
+                                    vmovl_s16(vget_low_s16(hi)), vmovl_s16(vget_high_s16(hi))};
+            for (int k = 0; k < 4; ++k) vst1q_f32(o + 16 * h + 4 * k, vmulq_f32(vcvtq_f32_s32(w[k]), sc[4 * h + k]));
+        }
+    }
 }
 
 void packed_sqnorms(const float* p, std::size_t d, std::size_t w, float* out) {
@@ -154,9 +156,8 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
 }
 
 const Kernels kNeon = {
-    "neon",         Isa::Neon, l2sq_f32,         ip_f32, l2sq_f32_rows,         l2sq_f16, ip_f16,
-    l2sq_i8,        ip_i8,     f16_to_f32,       f32_to_f16,     dequant_i8_panel,
-    packed_sqnorms, tile,
+    "neon",     Isa::Neon,        l2sq_f32,       l2sq_f16, f16_to_f32,
+    f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
 };
 
 }  // namespace

@@ -9,53 +9,33 @@
 namespace npad {
 namespace {
 
+// The documented 16-lane order (kernels.h); a SIMD kernel reproduces it bit for bit.
+constexpr std::size_t kLanes = 16;
+
+inline float reduce_lanes(float* lane) {
+    for (std::size_t h = kLanes / 2; h >= 1; h /= 2)
+        for (std::size_t j = 0; j < h; ++j) lane[j] = lane[j] + lane[j + h];
+    return lane[0];
+}
+
 float l2sq_f32(const float* a, const float* b, std::size_t d) {
-    float s = 0.f;
+    float lane[kLanes] = {};
     for (std::size_t i = 0; i < d; ++i) {
         const float t = a[i] - b[i];
-        s += t * t;
+        const float p = t * t;
+        lane[i % kLanes] = lane[i % kLanes] + p;
     }
-    return s;
+    return reduce_lanes(lane);
 }
 
-float ip_f32(const float* a, const float* b, std::size_t d) {
-    float s = 0.f;
-    for (std::size_t i = 0; i < d; ++i) s += a[i] * b[i];
-    return s;
-}
-
-void l2sq_f32_rows(const float* x, std::size_t n, std::size_t d, const float* q, float* out) {
-    for (std::size_t i = 0; i < n; ++i) out[i] = l2sq_f32(x + i * d, q, d);
-}
-
-float l2sq_f16(const float* q, const std::uint16_t* x, std::size_t d) {
-    float s = 0.f;
+float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
+    float lane[kLanes] = {};
     for (std::size_t i = 0; i < d; ++i) {
-        const float t = q[i] - half_to_float(x[i]);
-        s += t * t;
+        const float t = a[i] - half_to_float(b[i]);
+        const float p = t * t;
+        lane[i % kLanes] = lane[i % kLanes] + p;
     }
-    return s;
-}
-
-float ip_f16(const float* q, const std::uint16_t* x, std::size_t d) {
-    float s = 0.f;
-    for (std::size_t i = 0; i < d; ++i) s += q[i] * half_to_float(x[i]);
-    return s;
-}
-
-float l2sq_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    float s = 0.f;
-    for (std::size_t i = 0; i < d; ++i) {
-        const float t = q[i] - scale * static_cast<float>(x[i]);
-        s += t * t;
-    }
-    return s;
-}
-
-float ip_i8(const float* q, const std::int8_t* x, float scale, std::size_t d) {
-    float s = 0.f;
-    for (std::size_t i = 0; i < d; ++i) s += q[i] * static_cast<float>(x[i]);
-    return s * scale;
+    return reduce_lanes(lane);
 }
 
 void f16_to_f32(const std::uint16_t* src, float* dst, std::size_t n) {
@@ -107,9 +87,8 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
 }
 
 const Kernels kScalar = {
-    "scalar",       Isa::Scalar, l2sq_f32,         ip_f32, l2sq_f32_rows,         l2sq_f16, ip_f16,
-    l2sq_i8,        ip_i8,       f16_to_f32,       f32_to_f16,     dequant_i8_panel,
-    packed_sqnorms, tile,
+    "scalar",   Isa::Scalar,      l2sq_f32,       l2sq_f16, f16_to_f32,
+    f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
 };
 
 }  // namespace
