@@ -336,6 +336,7 @@ class _StageClock:
     ``perf_counter`` on the CPU (torch CPU ops are synchronous)."""
 
     def __init__(self, device) -> None:
+        self.device = device
         self.cuda = device.type == "cuda"
         self.marks: list = []
 
@@ -343,7 +344,7 @@ class _StageClock:
         if self.cuda:
             torch = _torch()
             e = torch.cuda.Event(enable_timing=True)
-            e.record()
+            e.record(torch.cuda.current_stream(self.device))  # the stream of this device, not the current one
             self.marks.append(e)
         else:
             self.marks.append(time.perf_counter())
