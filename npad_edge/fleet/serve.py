@@ -18,8 +18,8 @@ body over ``max_body_bytes`` (413). A model directory that fails to load is the 
 problem and answers 503 with its one-line reason; nothing else should reach 500.
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations`` here: FastAPI reads the route functions' annotations
+# (``request: Request``) as objects, and Request is imported inside build_app.
 import base64
 import logging
 import os
