@@ -6,6 +6,7 @@
 #if defined(__aarch64__)
 #include <arm_neon.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "fp16.h"
@@ -111,7 +112,7 @@ void packed_sqnorms(const float* p, std::size_t d, std::size_t w, float* out) {
     }
     for (; l < w; ++l) {
         float acc = 0.f;
-        for (std::size_t r = 0; r < d; ++r) acc = vfmas_f32(acc, p[r * w + l], p[r * w + l]);
+        for (std::size_t r = 0; r < d; ++r) acc = std::fma(p[r * w + l], p[r * w + l], acc);
         out[l] = acc;
     }
 }
@@ -146,7 +147,7 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
     for (int i = 0; i < kMR; ++i) {
         std::uint32_t m = 0;
         for (int j = 0; j < kNR; ++j) {
-            float v = vfmas_f32(qn[i] + xn[j], -2.f, out[i * kNR + j]);
+            float v = std::fma(-2.f, out[i * kNR + j], qn[i] + xn[j]);
             v = v > 0.f ? v : 0.f;
             out[i * kNR + j] = v;
             if (v <= thr[i]) m |= 1u << j;

@@ -1,0 +1,103 @@
+// Standalone check of every compiled kernel set against the scalar oracle, bit for bit, with
+// no Python: used to verify the NEON kernels on x86 machines through a cross compiler and
+// qemu-user (tests/test_search_kernels.py::test_neon_kernels_under_qemu), and runnable natively.
+//
+//   aarch64-linux-gnu-g++ -std=c++17 -O2 -ffp-contract=off -static -Icsrc
+//       csrc/selfcheck/kernel_selfcheck.cpp csrc/kernels/{scalar,neon,avx2,avx512,dispatch}.cpp
+//       -o /tmp/selfcheck && qemu-aarch64-static /tmp/selfcheck
+//
+// Prints one line per kernel set and exits 0 if every kernel matched, 1 otherwise.
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/kernels.h"
+
+using namespace npad;
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, const std::string& isa, const char* what, std::size_t d) {
+    if (!ok) {
+        ++failures;
+        std::printf("MISMATCH %s %s d=%zu\n", isa.c_str(), what, d);
+    }
+}
+
+bool same_bits(const float* a, const float* b, std::size_t n) { return std::memcmp(a, b, n * sizeof(float)) == 0; }
+
+void check(const Kernels& S, const Kernels& K) {
+    std::mt19937 gen(42);
+    std::normal_distribution<float> nd;
+    const std::size_t dims[] = {1, 7, 16, 17, 31, 128, 152, 1024};
+    for (std::size_t d : dims) {
+        std::vector<float> a(d), b(d);
+        for (auto& v : a) v = nd(gen);
+        for (auto& v : b) v = 3 * nd(gen);
+        std::vector<std::uint16_t> h(d);
+        S.f32_to_f16(b.data(), h.data(), d);
+        const float x = S.l2sq_f32(a.data(), b.data(), d), y = K.l2sq_f32(a.data(), b.data(), d);
+        expect(std::memcmp(&x, &y, 4) == 0, K.name, "l2sq_f32", d);
+        const float u = S.l2sq_f16(a.data(), h.data(), d), w = K.l2sq_f16(a.data(), h.data(), d);
+        expect(std::memcmp(&u, &w, 4) == 0, K.name, "l2sq_f16", d);
+
+        // tile: packed queries [d][12], panel [d][32] (64-byte aligned, as the index packs it).
+        std::vector<float> qp(d * kMR);
+        float* xp = static_cast<float*>(::operator new(d * kNR * sizeof(float), std::align_val_t(64)));
+        for (auto& v : qp) v = nd(gen);
+        for (std::size_t i = 0; i < d * kNR; ++i) xp[i] = nd(gen);
+        float qn[kMR], xn[kNR], thr[kMR], o1[kMR * kNR], o2[kMR * kNR];
+        std::uint32_t m1[kMR], m2[kMR];
+        S.packed_sqnorms(qp.data(), d, kMR, qn);
+        K.packed_sqnorms(qp.data(), d, kMR, o2);
+        expect(same_bits(qn, o2, kMR), K.name, "packed_sqnorms", d);
+        S.packed_sqnorms(xp, d, kNR, xn);
+        for (int i = 0; i < kMR; ++i) thr[i] = qn[i] + static_cast<float>(d);
+        S.tile(qp.data(), xp, d, nullptr, nullptr, nullptr, o1, nullptr);
+        K.tile(qp.data(), xp, d, nullptr, nullptr, nullptr, o2, nullptr);
+        expect(same_bits(o1, o2, kMR * kNR), K.name, "tile (dots)", d);
+        S.tile(qp.data(), xp, d, qn, xn, thr, o1, m1);
+        K.tile(qp.data(), xp, d, qn, xn, thr, o2, m2);
+        expect(same_bits(o1, o2, kMR * kNR) && std::memcmp(m1, m2, sizeof m1) == 0, K.name, "tile (dist, mask)", d);
+
+        std::vector<std::int8_t> codes(d * kNR);
+        float scales[kNR];
+        for (auto& c : codes) c = static_cast<std::int8_t>(static_cast<int>(gen() % 255) - 127);
+        for (auto& s : scales) s = std::fabs(nd(gen));
+        std::vector<float> d1(d * kNR), d2(d * kNR);
+        S.dequant_i8_panel(codes.data(), scales, d, d1.data());
+        K.dequant_i8_panel(codes.data(), scales, d, d2.data());
+        expect(same_bits(d1.data(), d2.data(), d * kNR), K.name, "dequant_i8_panel", d);
+        ::operator delete(xp, std::align_val_t(64));
+    }
+    // Conversions over every half bit pattern and a spread of floats.
+    std::vector<std::uint16_t> all(1 << 16), h1(1 << 16), h2(1 << 16);
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = static_cast<std::uint16_t>(i);
+    std::vector<float> f1(1 << 16), f2(1 << 16);
+    S.f16_to_f32(all.data(), f1.data(), all.size());
+    K.f16_to_f32(all.data(), f2.data(), all.size());
+    expect(same_bits(f1.data(), f2.data(), all.size()), K.name, "f16_to_f32", all.size());
+    std::vector<float> src(1 << 16);
+    for (std::size_t i = 0; i < src.size(); ++i) src[i] = nd(gen) * std::pow(10.f, static_cast<float>(i % 15) - 9.f);
+    S.f32_to_f16(src.data(), h1.data(), src.size());
+    K.f32_to_f16(src.data(), h2.data(), src.size());
+    expect(h1 == h2, K.name, "f32_to_f16", src.size());
+}
+
+}  // namespace
+
+int main() {
+    const Kernels& S = scalar_kernels();
+    for (const std::string& name : available_isas()) {
+        const int before = failures;
+        check(S, kernels_by_name(name));
+        std::printf("%s: %s\n", name.c_str(), failures == before ? "bit-identical to scalar" : "MISMATCH");
+    }
+    return failures == 0 ? 0 : 1;
+}
