@@ -31,18 +31,25 @@ def test_coreset_max_caps_the_bank_and_equals_the_greedy_of_that_size():
     assert m2.bank.shape[0] == round(0.1 * rows.shape[0])
 
 
-def test_coreset_pool_selects_only_from_a_seeded_sample():
-    train = _feats(n=10)
+def test_coreset_pool_is_the_union_of_per_image_greedy_centers():
+    train = _feats(n=10)                       # 10 images x 42 patches
     rows = to_rows(train)
-    a = get_method("patchcore", coreset=0.5, coreset_pool=100).fit(train, seed=1)
-    b = get_method("patchcore", coreset=0.5, coreset_pool=100).fit(train, seed=1)
-    np.testing.assert_array_equal(a.bank, b.bank)               # same seed, same bank
-    assert a.bank.shape[0] == 100                               # min(0.5 * 420, pool) -> the whole pool
-    # every bank row is a training row
-    d2, _ = search.FlatIndex(rows).search(a.bank, 1)
-    assert float(d2.max()) <= 1e-6
-    c = get_method("patchcore", coreset=0.5, coreset_pool=100).fit(train, seed=2)
-    assert not np.array_equal(a.bank, c.bank)                   # another seed, another sample
+    m = get_method("patchcore", coreset=0.5, coreset_max=30, coreset_pool=100).fit(train, seed=1)
+    # reference: ceil(100 / 10) = 10 greedy centers per image, pooled in row order, then the greedy
+    pool = []
+    for i in range(10):
+        own = rows[i * 42:(i + 1) * 42]
+        idx = search.greedy_coreset(own, 10, proj_dim=128, n_starts=10, seed=1, storage="float16", threads=1)
+        pool.append(i * 42 + np.sort(idx))
+    pooled = rows[np.concatenate(pool)]
+    ref = search.greedy_coreset(pooled, 30, proj_dim=128, n_starts=10, seed=1, storage="float16")
+    np.testing.assert_array_equal(m.bank, pooled[np.sort(ref)])
+    again = get_method("patchcore", coreset=0.5, coreset_max=30, coreset_pool=100).fit(train, seed=1)
+    np.testing.assert_array_equal(again.bank, m.bank)            # same seed, same bank
+    # a pool that covers every patch changes nothing
+    full = get_method("patchcore", coreset=0.1, coreset_pool=10_000).fit(train, seed=1)
+    plain = get_method("patchcore", coreset=0.1).fit(train, seed=1)
+    np.testing.assert_array_equal(full.bank, plain.bank)
 
 
 @pytest.mark.parametrize("bad", [0, -3, 1.5, "10"])

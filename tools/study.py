@@ -53,24 +53,6 @@ def derive_size(train_paths, short: int, multiple: int = 32) -> tuple[int, int]:
     return (short, max(multiple, int(round(short / a / multiple)) * multiple))
 
 
-def pad_to_aspect(img: np.ndarray, hw, mode: str) -> tuple[np.ndarray, tuple[int, int, int, int]]:
-    """Pad (H, W, 3) to the aspect of hw (centred); returns the padded image and the valid box
-    (top, left, H, W) in padded coordinates."""
-    h, w = img.shape[:2]
-    th, tw = hw
-    if h * tw > w * th:            # too tall: pad width
-        nw = int(round(h * tw / th))
-        l = (nw - w) // 2
-        pad = ((0, 0), (l, nw - w - l), (0, 0))
-        box = (0, l, h, w)
-    else:
-        nh = int(round(w * th / tw))
-        t = (nh - h) // 2
-        pad = ((t, nh - h - t), (0, 0), (0, 0))
-        box = (t, 0, h, w)
-    return np.pad(img, pad, mode=mode), box
-
-
 def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=None, feature_dim=None,
                 rule: str = "resize"):
     """(train (N,D,h,w) f32, test (M,D,h,w) f32, masks (M,H,W) bool, labels (M,), (H, W), extract s/img)."""
@@ -90,7 +72,9 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
         be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim)
         read = None
         if rule != "resize":
-            read = lambda p: pad_to_aspect(read_image(p), hw, rule.split("-")[1])[0]  # noqa: E731
+            from npad_edge.data.geometry import letterbox
+            fill = rule.split("-")[1]
+            read = lambda p: letterbox(read_image(p), hw, fill=fill)[0]  # noqa: E731
         t0 = time.perf_counter()
         tr = extract_features(be, ds.train, 8, progress=True, read=read)
         t_train = (time.perf_counter() - t0) / len(ds.train)
@@ -123,10 +107,9 @@ def maps_at_own_size(patch, hw, masks_own, rule: str, sigma: float):
         if rule == "resize":
             out.append(anomaly_maps(p[None], hw, m.shape, sigma=sigma)[0])
         else:
-            dummy = np.zeros(m.shape + (3,), np.uint8)
-            padded, (t, l, h, w) = pad_to_aspect(dummy, hw, "edge")
-            full = anomaly_maps(p[None], hw, padded.shape[:2], sigma=sigma)[0]
-            out.append(np.ascontiguousarray(full[t:t + h, l:l + w]))
+            from npad_edge.data.geometry import letterbox_box
+            place = letterbox_box(m.shape, hw)
+            out.append(place.crop(anomaly_maps(p[None], hw, place.padded_hw, sigma=sigma)[0]))
     return out
 
 
@@ -192,7 +175,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--label", default="")
-    ap.add_argument("--rule", default="resize", help="resize | letterbox-edge | letterbox-reflect | letterbox-constant")
+    ap.add_argument("--rule", default="resize", help="resize | letterbox-mean | letterbox-edge (npad_edge.data.geometry)")
     ap.add_argument("--eval", default="model", help="model: maps/masks at the model input size; own: at each image's size")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))

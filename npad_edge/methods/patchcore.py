@@ -59,8 +59,13 @@ class PatchCore(AnomalyMethod):
         per-image search (patches x bank) stay bounded when the resolution or the training set
         grows, instead of growing with it (docs/accuracy.md, "fit cost").
     coreset_pool : int | None
-        Greedy candidates: at most this many patch vectors, a seeded uniform sample of all
-        training patches (None: all). Each greedy step costs O(pool).
+        Greedy candidates (None: all patches). With a pool, the bank is selected in two
+        stages: each training image's own greedy k-centers (``ceil(pool / n_images)`` of its
+        patches) are pooled, then the greedy runs on that pool. The union of per-part k-center
+        sets is a composable coreset for k-center coverage (Indyk et al., PODS 2014): an
+        image's rare patches survive the first stage because they are far from its other
+        patches, which a uniform sample would not guarantee. Cost: O(patches per image) per
+        first-stage step and O(pool) per second-stage step, instead of O(all patches) per step.
     coreset_proj_dim : int
         Random-projection dimension for the greedy distances (paper: 128).
     coreset_starts : int
@@ -127,20 +132,35 @@ class PatchCore(AnomalyMethod):
         n_select = max(1, int(round(s["coreset"] * rows.shape[0])))
         if s["coreset_max"] is not None:
             n_select = min(n_select, s["coreset_max"])
-        if s["coreset_pool"] is not None and s["coreset_pool"] < rows.shape[0]:
-            # seeded uniform sample of the candidates, kept in row order (deterministic)
-            rng = np.random.default_rng([seed, 0x9E3779B9])
-            rows = np.ascontiguousarray(rows[np.sort(rng.choice(rows.shape[0], s["coreset_pool"], replace=False))])
-            n_select = min(n_select, rows.shape[0])
+        greedy = dict(proj_dim=s["coreset_proj_dim"], n_starts=s["coreset_starts"], seed=seed,
+                      storage=s["coreset_storage"])
+        if s["coreset_pool"] is not None and max(s["coreset_pool"], n_select) < rows.shape[0]:
+            rows = self._pool(rows, features.shape[0], max(s["coreset_pool"], n_select), greedy, progress)
         if n_select >= rows.shape[0]:
             bank = rows
         else:
             cb = None if progress is None else (lambda done, total: progress("coreset", done, total))
-            idx = search.greedy_coreset(rows, n_select, proj_dim=self.settings["coreset_proj_dim"],
-                                        n_starts=self.settings["coreset_starts"], seed=seed, progress=cb,
-                                        storage=self.settings["coreset_storage"])
+            idx = search.greedy_coreset(rows, n_select, progress=cb, **greedy)
             bank = np.ascontiguousarray(rows[np.sort(np.asarray(idx))])
         self._set_bank(bank.astype(self.settings["bank_dtype"]), seed)
+
+    @staticmethod
+    def _pool(rows: np.ndarray, n_images: int, pool: int, greedy: dict, progress: ProgressFn | None) -> np.ndarray:
+        """First stage of the two-stage selection: each image's greedy k-centers, pooled in
+        row order -> (<= pool, D) float32 (see ``coreset_pool``)."""
+        per_image = rows.shape[0] // n_images
+        take = min(per_image, -(-pool // n_images))
+        keep = []
+        for i in range(n_images):
+            own = rows[i * per_image:(i + 1) * per_image]
+            if take >= per_image:
+                idx = np.arange(per_image)
+            else:
+                idx = np.sort(np.asarray(search.greedy_coreset(own, take, threads=1, **greedy)))
+            keep.append(i * per_image + idx)
+            if progress is not None:
+                progress("coreset pool", i + 1, n_images)
+        return np.ascontiguousarray(rows[np.concatenate(keep)])
 
     def _set_bank(self, stored: np.ndarray, seed: int = 0) -> None:
         self._stored_bank = np.ascontiguousarray(stored)
