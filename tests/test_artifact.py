@@ -658,3 +658,107 @@ def test_empty_dest_appearing_while_writing_is_not_replaced(tmp_path, monkeypatc
     with pytest.raises(ModelExistsError):
         write_model(dest, _manifest(), {"x": np.zeros(1)})
     assert _siblings(tmp_path) == ["model"] and _siblings(dest) == []
+
+
+# --------------------------------------------------------------------------- verify what is loaded
+
+
+class _SwapAfterHash:
+    """Stands in for ``hashlib`` in ``store``: once a digest of ``rel``'s content is taken,
+    the file on disk is replaced (same size, other bytes), as by someone racing the loader."""
+
+    def __init__(self, root: Path, rel: str):
+        self.path, self.original = root / rel, (root / rel).read_bytes()
+        self.swapped = False
+
+    def sha256(self, data=b""):
+        import hashlib
+
+        outer, h = self, hashlib.sha256(data)
+
+        class _H:
+            def update(self, b):
+                h.update(b)
+
+            def hexdigest(self):
+                digest = h.hexdigest()
+                if digest == hashlib.sha256(outer.original).hexdigest() and not outer.swapped:
+                    outer.swapped = True
+                    other = outer.path.with_name(outer.path.name + ".new")
+                    raw = outer.original
+                    # .npy: keep the header, change the data; other files: every byte.
+                    keep = len(raw) - 8 if outer.path.suffix == ".npy" else 0
+                    other.write_bytes(raw[:keep] + bytes(x ^ 0x5A for x in raw[keep:]))
+                    os.replace(other, outer.path)
+                return digest
+
+        return _H()
+
+
+@pytest.mark.parametrize("mmap", [False, True])
+def test_loaded_arrays_are_the_hashed_bytes(model, monkeypatch, mmap):
+    rel = "arrays/memory_bank.npy"
+    swap = _SwapAfterHash(model, rel)
+    monkeypatch.setattr(store, "hashlib", swap)
+    lm = load_model(model, mmap=mmap)
+    assert swap.swapped  # the file did change on disk after its digest was taken
+    np.testing.assert_array_equal(lm.arrays["memory_bank"], _arrays()["memory_bank"])
+
+
+def test_loaded_files_are_the_hashed_bytes(model, monkeypatch):
+    swap = _SwapAfterHash(model, "notes/readme.txt")
+    monkeypatch.setattr(store, "hashlib", swap)
+    lm = load_model(model)
+    assert swap.swapped and (model / "notes" / "readme.txt").read_bytes() != b"hello"
+    assert lm.file_bytes("notes/readme.txt") == b"hello"
+    with pytest.raises(ModelFormatError, match="array file"):
+        lm.file_bytes("arrays/mean.npy")
+    with pytest.raises(ModelFormatError, match="no file 'backbone.xml'"):
+        lm.file_bytes("backbone.xml")
+
+
+# --------------------------------------------------------------------------- frozen exported model
+
+TINY = MODELS / "v1_exported_tiny"
+
+
+def test_frozen_exported_v1_is_untouched():
+    # Frozen: never regenerate (tests/tiny_models.py --frozen wrote it once). The manifest
+    # hashes every other file, and load_model checks them.
+    d = _raw(TINY)
+    assert (d["format_version"], d["kind"], d["precision"]) == (1, "exported", "fp32")
+    assert sha256_file(TINY / "manifest.json") == "3553c89868bb6f28431cecf816c9a5b5da6d3fcc3c376f7781da536457fbcabc"
+    lm = load_model(TINY)
+    assert set(lm.manifest.files) >= {"backbone.xml", "backbone.bin", "arrays/bank.npy"}
+    assert sum(f.bytes for f in lm.manifest.files.values()) < 400_000  # stays a small fixture
+
+
+def test_frozen_exported_v1_gives_its_stored_outputs():
+    from npad_edge import Detector
+
+    expected = np.load(MODELS / "v1_exported_tiny_expected.npz", allow_pickle=False)
+    det = Detector.load(TINY, "CPU", threads=1)
+    p = det(expected["image"])
+    assert det.threshold == pytest.approx(float(expected["threshold"]))
+    # OpenVINO f32 on another ISA or version rounds differently: close, not bit-equal.
+    assert p.score == pytest.approx(float(expected["score"]), rel=1e-4)
+    ref = expected["anomaly_map"]
+    assert p.anomaly_map.shape == ref.shape == expected["image"].shape[:2]
+    np.testing.assert_allclose(p.anomaly_map, ref, rtol=1e-4, atol=1e-4 * float(np.abs(ref).max()))
+    assert p.is_anomalous == bool(p.score >= det.threshold)
+
+
+def test_detector_runs_the_ir_bytes_it_verified(tmp_path, monkeypatch):
+    # backbone.bin replaced (same size, other weights) right after it was hashed: the
+    # Detector must compile the verified weights, not re-read the file.
+    import shutil
+
+    from npad_edge import Detector
+
+    model = Path(shutil.copytree(TINY, tmp_path / "m"))
+    expected = np.load(MODELS / "v1_exported_tiny_expected.npz", allow_pickle=False)
+    swap = _SwapAfterHash(model, "backbone.bin")
+    monkeypatch.setattr(store, "hashlib", swap)
+    det = Detector.load(model, "CPU", threads=1)
+    assert swap.swapped
+    assert det(expected["image"]).score == pytest.approx(float(expected["score"]), rel=1e-4)

@@ -4,11 +4,12 @@ any array memory is allocated, so a header claiming a huge shape is an error, no
 from __future__ import annotations
 
 import ast
+import io
 import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Tuple
+from typing import BinaryIO, Tuple, Union
 
 import numpy as np
 
@@ -88,25 +89,50 @@ def read_npy_header(fp: BinaryIO, file_size: int, where: str) -> NpyHeader:
     return NpyHeader(dtype=dtype, shape=tuple(shape), offset=offset, nbytes=nbytes)
 
 
-def read_npy(path: Path, where: str, *, expect_dtype: str, expect_shape: Tuple[int, ...],
-             mmap: bool = False) -> np.ndarray:
-    """Read a .npy file after checking its header against the expected dtype and shape.
+def _check_expected(h: NpyHeader, where: str, expect_dtype: str, expect_shape: Tuple[int, ...]) -> None:
+    if h.dtype.str != expect_dtype or h.shape != tuple(expect_shape):
+        raise ModelFormatError(
+            f"{where}: array file holds {h.dtype.str} {list(h.shape)}, the manifest says "
+            f"{expect_dtype} {list(expect_shape)} (swapped or replaced file?)")
 
-    Returns a C-contiguous array (read-only ``np.memmap`` when ``mmap`` and non-empty).
+
+def read_npy(path: Union[Path, BinaryIO], where: str, *, expect_dtype: str, expect_shape: Tuple[int, ...],
+             mmap: bool = False) -> np.ndarray:
+    """Read a .npy file (a path, or a file opened ``"rb"`` and positioned at 0) after checking
+    its header against the expected dtype and shape.
+
+    Returns a C-contiguous array (read-only ``np.memmap`` of that same open file when ``mmap``
+    and non-empty).
     """
+    if not isinstance(path, (str, os.PathLike)):
+        return _read_npy_open(path, where, expect_dtype, expect_shape, mmap)
     with open(path, "rb") as fp:
-        size = os.fstat(fp.fileno()).st_size
-        h = read_npy_header(fp, size, where)
-        if h.dtype.str != expect_dtype or h.shape != tuple(expect_shape):
-            raise ModelFormatError(
-                f"{where}: array file holds {h.dtype.str} {list(h.shape)}, the manifest says "
-                f"{expect_dtype} {list(expect_shape)} (swapped or replaced file?)")
-        if mmap and h.nbytes > 0 and h.shape:
-            return np.memmap(path, dtype=h.dtype, mode="r", offset=h.offset, shape=h.shape, order="C")
-        count = h.nbytes // h.dtype.itemsize if h.dtype.itemsize else 0
-        if h.nbytes == 0:
-            return np.empty(h.shape, dtype=h.dtype)
-        data = np.fromfile(fp, dtype=h.dtype, count=count)
-        if data.size != count:
-            raise ModelFormatError(f"{where}: truncated array data")
-        return data.reshape(h.shape)
+        return _read_npy_open(fp, where, expect_dtype, expect_shape, mmap)
+
+
+def _read_npy_open(fp: BinaryIO, where: str, expect_dtype: str, expect_shape: Tuple[int, ...],
+                   mmap: bool) -> np.ndarray:
+    size = os.fstat(fp.fileno()).st_size
+    h = read_npy_header(fp, size, where)
+    _check_expected(h, where, expect_dtype, expect_shape)
+    if mmap and h.nbytes > 0 and h.shape:
+        return np.memmap(fp, dtype=h.dtype, mode="r", offset=h.offset, shape=h.shape, order="C")
+    count = h.nbytes // h.dtype.itemsize if h.dtype.itemsize else 0
+    if h.nbytes == 0:
+        return np.empty(h.shape, dtype=h.dtype)
+    data = np.fromfile(fp, dtype=h.dtype, count=count)
+    if data.size != count:
+        raise ModelFormatError(f"{where}: truncated array data")
+    return data.reshape(h.shape)
+
+
+def npy_from_buffer(buf: bytearray, where: str, *, expect_dtype: str, expect_shape: Tuple[int, ...]) -> np.ndarray:
+    """Parse the bytes of a whole .npy file (already read, e.g. to hash them) after the same
+    header checks as :func:`read_npy`. Returns a C-contiguous array that views ``buf`` (no
+    copy; writable when ``buf`` is a bytearray)."""
+    h = read_npy_header(io.BytesIO(buf), len(buf), where)
+    _check_expected(h, where, expect_dtype, expect_shape)
+    if h.nbytes == 0:
+        return np.empty(h.shape, dtype=h.dtype)
+    count = h.nbytes // h.dtype.itemsize
+    return np.frombuffer(buf, dtype=h.dtype, count=count, offset=h.offset).reshape(h.shape)

@@ -11,7 +11,7 @@ import shutil
 import stat
 import sys
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Union
 
@@ -27,7 +27,7 @@ from .manifest import (
     check_rel_path,
     _check_no_collisions,
 )
-from .npy import read_npy
+from .npy import npy_from_buffer, read_npy
 
 __all__ = [
     "MANIFEST_NAME",
@@ -389,18 +389,78 @@ def read_manifest(path: PathLike) -> Manifest:
 
 @dataclass
 class LoadedModel:
-    """A verified model: its directory, manifest and method-state arrays."""
+    """A verified model: its directory, manifest, method-state arrays and the bytes of its
+    other files (e.g. the IR), exactly the bytes that were hashed."""
 
     root: Path
     manifest: Manifest
     arrays: Dict[str, np.ndarray]
+    data: Dict[str, bytes] = field(default_factory=dict, repr=False)
 
     def file_path(self, name: str) -> Path:
-        """Path of a file listed in the manifest (e.g. ``"backbone.xml"``), inside ``root``."""
+        """Path of a file listed in the manifest (e.g. ``"backbone.xml"``), inside ``root``.
+
+        Reading the path again reads what is on disk now, not what was verified: use
+        :meth:`file_bytes` for that."""
         if name not in self.manifest.files:
             raise ModelFormatError(
                 f"{self.root}: the model has no file {name!r} (files: {', '.join(self.manifest.files) or 'none'})")
         return _inside(self.root, name, "file")
+
+    def file_bytes(self, name: str) -> bytes:
+        """The content of a listed non-array file (e.g. ``"backbone.bin"``) as read, sized and
+        (with ``verify``) hashed by :func:`load_model`: one read, so a file replaced on disk
+        after the check cannot be what the caller parses."""
+        if name not in self.data:
+            self.file_path(name)  # the error naming the files
+            raise ModelFormatError(f"{self.root}: file {name!r} is an array file; use .arrays")
+        return self.data[name]
+
+
+def _open_listed(p: Path, root: Path, rel: str, expect_bytes: int):
+    """Open a listed file for reading; check, on the open file, that it is regular and sized
+    as the manifest says."""
+    try:
+        # O_NONBLOCK: a FIFO put in the file's place must not block the open (no effect on
+        # regular files); the type is checked on the open file just below.
+        fp = os.fdopen(os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)), "rb")
+    except FileNotFoundError:
+        raise ModelFormatError(f"{root}: file {rel!r} listed in the manifest is missing") from None
+    except OSError as e:
+        raise ModelFormatError(f"{root}: file {rel!r} cannot be read: {e.strerror}") from None
+    st = os.fstat(fp.fileno())
+    if not stat.S_ISREG(st.st_mode):
+        fp.close()
+        raise ModelFormatError(f"{root}: {rel!r} is not a regular file")
+    if st.st_size != expect_bytes:
+        fp.close()
+        raise ModelFormatError(
+            f"{root}: file {rel!r} is {st.st_size} bytes, the manifest says {expect_bytes} (truncated or replaced)")
+    return fp
+
+
+def _check_digest(digest: str, entry: FileEntry, root: Path, rel: str) -> None:
+    if digest != entry.sha256:
+        raise ModelFormatError(
+            f"{root}: file {rel!r} sha256 {digest[:12]}... does not match the manifest "
+            f"{entry.sha256[:12]}... (modified, corrupted or swapped)")
+
+
+def _read_listed(p: Path, root: Path, rel: str, entry: FileEntry, verify: bool) -> bytearray:
+    """The whole file, read once into memory; its size and (``verify``) sha256 checked on
+    those very bytes."""
+    with _open_listed(p, root, rel, entry.bytes) as fp:
+        buf = bytearray(entry.bytes)
+        try:
+            n = fp.readinto(buf)
+            extra = fp.read(1)
+        except OSError as e:
+            raise ModelFormatError(f"{root}: file {rel!r} cannot be read: {e.strerror}") from None
+    if n != entry.bytes or extra:
+        raise ModelFormatError(f"{root}: file {rel!r} changed size while it was read (replaced?)")
+    if verify:
+        _check_digest(hashlib.sha256(buf).hexdigest(), entry, root, rel)
+    return buf
 
 
 def load_model(path: PathLike, *, verify: bool = True, mmap: bool = False) -> LoadedModel:
@@ -408,39 +468,62 @@ def load_model(path: PathLike, *, verify: bool = True, mmap: bool = False) -> Lo
 
     Every file listed in the manifest must exist inside the directory (no absolute paths,
     '..' or symlinks leading out) as a regular file of the listed size; with ``verify`` its
-    sha256 must match too. Each array's .npy header is checked against the manifest dtype and
-    shape and against the file size before any data is read. ``mmap=True`` returns read-only
-    memory maps instead of in-memory arrays. Raises ModelFormatError naming the file.
+    sha256 must match too. Each file is read once and what is returned is parsed from the
+    bytes that were checked (``LoadedModel.arrays`` and ``LoadedModel.file_bytes``), so a
+    file swapped on disk between the check and the use cannot slip in. Each array's .npy
+    header is checked against the manifest dtype and shape and against the file size.
+
+    ``mmap=True`` returns read-only memory maps for the arrays instead of in-memory copies:
+    the map is of the same open file that was sized and hashed (a rename over it afterwards
+    does not reach the map), but, as with any memory map, bytes written into that file later
+    show through. Raises ModelFormatError naming the file.
     """
     m = read_manifest(path)
     root = Path(os.fspath(path))
-    resolved: Dict[str, Path] = {}
-    for rel, entry in m.files.items():
-        p = _inside(root, rel, "file")
-        size = _regular_file_size(p, root, rel)
-        if size != entry.bytes:
-            raise ModelFormatError(
-                f"{root}: file {rel!r} is {size} bytes, the manifest says {entry.bytes} (truncated or replaced)")
-        if verify:
-            try:
-                digest = sha256_file(p)
-            except OSError as e:
-                raise ModelFormatError(f"{root}: file {rel!r} cannot be read: {e.strerror}") from None
-            if digest != entry.sha256:
-                raise ModelFormatError(
-                    f"{root}: file {rel!r} sha256 {digest[:12]}... does not match the manifest "
-                    f"{entry.sha256[:12]}... (modified, corrupted or swapped)")
-        resolved[rel] = p
-    arrays: Dict[str, np.ndarray] = {}
+    array_files = {a.file for a in m.arrays.values()}
     for name, a in m.arrays.items():
-        if a.file not in resolved:  # check_consistency already refuses this; keep it explicit
+        if a.file not in m.files:  # check_consistency already refuses this; keep it explicit
             raise ModelFormatError(f"{root}: array {name!r} file {a.file!r} is not hashed in the manifest")
-        try:
-            arrays[name] = read_npy(resolved[a.file], f"{root}: {a.file}", expect_dtype=a.dtype,
-                                    expect_shape=tuple(a.shape), mmap=mmap)
-        except (OSError, ValueError) as e:
-            raise ModelFormatError(f"{root}: file {a.file!r} cannot be read as an array: {e}") from None
-    return LoadedModel(root=root, manifest=m, arrays=arrays)
+    data: Dict[str, bytes] = {}
+    raw_arrays: Dict[str, bytearray] = {}
+    mapped: Dict[str, object] = {}
+    try:
+        for rel, entry in m.files.items():
+            p = _inside(root, rel, "file")
+            if mmap and rel in array_files:
+                fp = _open_listed(p, root, rel, entry.bytes)
+                mapped[rel] = fp
+                if verify:
+                    h = hashlib.sha256()
+                    try:
+                        for chunk in iter(lambda: fp.read(_CHUNK), b""):
+                            h.update(chunk)
+                    except OSError as e:
+                        raise ModelFormatError(f"{root}: file {rel!r} cannot be read: {e.strerror}") from None
+                    _check_digest(h.hexdigest(), entry, root, rel)
+                continue
+            buf = _read_listed(p, root, rel, entry, verify)
+            if rel in array_files:
+                raw_arrays[rel] = buf
+            else:
+                data[rel] = bytes(buf)
+        arrays: Dict[str, np.ndarray] = {}
+        for name, a in m.arrays.items():
+            where = f"{root}: {a.file}"
+            try:
+                if a.file in mapped:
+                    fp = mapped[a.file]
+                    fp.seek(0)
+                    arrays[name] = read_npy(fp, where, expect_dtype=a.dtype, expect_shape=tuple(a.shape), mmap=True)
+                else:
+                    arrays[name] = npy_from_buffer(raw_arrays[a.file], where, expect_dtype=a.dtype,
+                                                   expect_shape=tuple(a.shape))
+            except (OSError, ValueError) as e:
+                raise ModelFormatError(f"{root}: file {a.file!r} cannot be read as an array: {e}") from None
+    finally:
+        for fp in mapped.values():
+            fp.close()  # np.memmap keeps its own mapping of the file
+    return LoadedModel(root=root, manifest=m, arrays=arrays, data=data)
 
 
 # --------------------------------------------------------------------------- describe
