@@ -322,6 +322,7 @@ def fit_model(
                 "seed": int(seed),
                 "feature_shape": [int(be.feature_dim), *map(int, be.feature_hw)],
                 "state_bytes": int(m.state_nbytes()),
+                "bank_size": (int(m.bank.shape[0]) if getattr(m, "bank", None) is not None else None),
                 "fit_seconds": {"extract": round(t_extract, 3), "method": round(t_fit, 3),
                                 "total": round(time.perf_counter() - t_start, 3)},
                 "peak_memory_mb": {"rss": round(_peak_rss_mb(), 1),
