@@ -703,7 +703,11 @@ def _fleet_image_size(text: str):
     return size
 
 
-def _require_ray() -> None:
+def _require_ray(address: str | None = None) -> None:
+    if address is None:
+        # A local Ray started by the command stays on the loopback interface (read by Ray when
+        # it is imported; a cluster given by --address is left alone).
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -721,7 +725,7 @@ def cmd_fit_many(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
     if args.address and args.num_cpus:
         raise UsageError("--num-cpus sizes a local Ray; a cluster given by --address has its own CPUs")
     _require_dir(args.data, "data folder", "pass a folder holding one sub-folder per part type")
-    _require_ray()
+    _require_ray(args.address)
     from .fleet.fit import FitSettings, fit_many
 
     fs = FitSettings(method=args.method, backbone=args.backbone, image_size=_fleet_image_size(args.image_size),
@@ -750,7 +754,9 @@ def cmd_fit_many(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
 def cmd_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     _require_dir(args.fleet, "fleet folder", "pass the folder written by `npad-edge fit-many --out`")
-    _require_ray()
+    if not (args.fleet / "fleet.json").is_file():
+        raise CliError(f"{args.fleet} has no fleet.json; fit a fleet first: {PROG} fit-many --data ROOT --out {args.fleet}")
+    _require_ray(args.address)
     from .fleet.serve import ServeSettings, serve_fleet
 
     st = ServeSettings(num_replicas=args.replicas, cpus_per_replica=args.cpus_per_replica,

@@ -114,6 +114,21 @@ def test_request_parsing_errors():
         assert e.value.status == status and "\n" not in e.value.message
 
 
+def test_cli_fleet_errors_are_one_line(tmp_path, capsys):
+    from npad_edge.cli import main
+
+    cases = [(["fit-many", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "f")], 1, "not found"),
+             (["fit-many", "--data", str(tmp_path), "--out", str(tmp_path / "f"), "--image-size", "10"], 2, "at least 32"),
+             (["fit-many", "--data", str(tmp_path), "--out", str(tmp_path / "f"), "--image-size", "6x"], 2, "N or HxW"),
+             (["fit-many", "--data", str(tmp_path), "--out", str(tmp_path / "f"), "--address", "auto",
+               "--num-cpus", "2"], 2, "--num-cpus"),
+             (["serve", "--fleet", str(tmp_path)], 1, "has no fleet.json")]
+    for argv, code, text in cases:
+        assert main(argv) == code, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert text in err[-1] and "Traceback" not in "\n".join(err), err
+
+
 def test_runtime_does_not_import_ray():
     code = ("import sys, npad_edge.runtime, npad_edge.fleet, npad_edge.fleet.index, npad_edge.fleet.client; "
             "from npad_edge import Detector; print('ray' in sys.modules)")
@@ -126,6 +141,8 @@ def test_runtime_does_not_import_ray():
 
 # --------------------------------------------------------------------------- with Ray
 
+# The test's Ray stays on 127.0.0.1 (Ray reads this when it is imported).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 ray = pytest.importorskip("ray", reason="the fleet extra (Ray) is not installed: pip install -e '.[fleet]'")
 
 

@@ -95,7 +95,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
-    from npad_edge.fleet import Client
+    from npad_edge.fleet import Client  # does not import Ray
 
     paths = _images(args.images, args.n_images)
     bodies = [p.read_bytes() for p in paths]
@@ -105,6 +105,9 @@ def main(argv=None) -> int:
     if args.start:
         if args.fleet is None:
             sys.exit("--start needs --fleet")
+        import os
+
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray on 127.0.0.1 only
         import ray
 
         from npad_edge.fleet import ServeSettings, serve_fleet

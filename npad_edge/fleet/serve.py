@@ -324,6 +324,8 @@ def serve_fleet(fleet: str | os.PathLike, settings: ServeSettings | None = None,
 
     from .fit import connect
 
+    if not (Path(os.fspath(fleet)) / fx.INDEX_NAME).is_file():  # before starting anything
+        raise InvalidInputError(f"{fleet} has no {fx.INDEX_NAME}; fit a fleet first (npad-edge fit-many)")
     connect(address, num_cpus=num_cpus)
     app = build_app(fleet, settings)
     serve.start(http_options={"host": host, "port": int(port)})
