@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -103,3 +104,105 @@ def test_bad_input_goes_to_its_future(setup, tmp_path):
     with pytest.raises(Exception, match="bad.png"):
         futures[2].result(timeout=120)
     _same(futures[3].result(timeout=120), serial[1])
+
+
+# --------------------------------------------------------------------------- failures starting work
+# On the frozen tiny exported model: no ../shared data needed.
+
+TINY = Path(__file__).parent / "data" / "models" / "v1_exported_tiny"
+
+
+def _returns_within(fn, timeout: float = 60.0):
+    """Run ``fn`` in a daemon thread; fail (instead of hanging the suite) if it blocks."""
+    out: dict = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # noqa: BLE001
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout)
+    assert not t.is_alive(), f"{getattr(fn, '__name__', fn)} blocked for {timeout} s"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
+
+
+class _BrokenQueue:
+    def start_async(self, *args, **kwargs):
+        raise RuntimeError("start_async failed (injected)")
+
+    def wait_all(self):
+        pass
+
+
+@pytest.mark.parametrize("where", ["ensure_async", "start_async", "interrupt"])
+def test_failed_start_completes_the_future(monkeypatch, where):
+    from npad_edge import Detector
+
+    det = Detector.load(TINY, "CPU", threads=1, num_requests=2)
+    image = np.zeros((40, 48, 3), np.uint8)
+    expected = det(image).score
+    if where == "start_async":
+        det._ensure_async()  # the real executor; then a queue whose start fails
+        monkeypatch.setattr(det, "_queue", _BrokenQueue())
+    else:
+        exc = RuntimeError("no async queue (injected)") if where == "ensure_async" else KeyboardInterrupt()
+
+        def fail():
+            raise exc
+
+        monkeypatch.setattr(det, "_ensure_async", fail)
+    if where == "interrupt":
+        with pytest.raises(KeyboardInterrupt):
+            det.submit(image)
+        assert not det._pending  # its future completed (with the interrupt) and was forgotten
+    else:
+        fut = det.submit(image)
+        assert fut.done()
+        with pytest.raises(RuntimeError, match="injected"):
+            fut.result(timeout=10)
+    _returns_within(det.wait)
+    _returns_within(det.close)
+    _returns_within(lambda: det.__exit__(None, None, None))
+    monkeypatch.undo()
+    # Still usable afterwards.
+    with det:
+        assert det.submit(image).result(timeout=60).score == expected
+
+
+# --------------------------------------------------------------------------- threads bound the search
+
+
+class _CoreSpy:
+    """Wraps a FlatIndex's compiled core; records the thread count of each search."""
+
+    def __init__(self, core):
+        self._core, self.threads = core, []
+
+    def search(self, queries, k, threads):
+        self.threads.append(threads)
+        return self._core.search(queries, k, threads)
+
+    def __getattr__(self, name):
+        return getattr(self._core, name)
+
+
+def test_threads_bound_the_search():
+    from npad_edge import Detector, search
+
+    image = np.zeros((40, 48, 3), np.uint8)
+    # One more than this process may use: never what the index picks by itself.
+    want = search.default_threads() + 1
+    for threads, expect in ((want, want), (1, 1), (None, search.default_threads())):
+        det = Detector.load(TINY, "CPU", threads=threads)
+        index = det.method._index
+        assert isinstance(index, search.FlatIndex)
+        spy = index._core = _CoreSpy(index._core)
+        det(image)
+        det.submit(image).result(timeout=60)
+        det.close()
+        assert spy.threads == [expect, expect], threads

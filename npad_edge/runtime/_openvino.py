@@ -150,12 +150,15 @@ class OpenVINOBackbone:
         cache, ir_key: a :class:`CompiledModelCache` and the IR's identity (e.g. the sha256 of
             its .xml and .bin): the compiled model is taken from / put in the cache under
             ``(ir_key, device, settings)``. Both or neither.
+        ir: the content of ``backbone.xml`` and ``backbone.bin`` already read (and verified)
+            by the caller (``LoadedModel.file_bytes``): the files are then not read again, and
+            ``xml`` only names the model in messages.
     """
 
     def __init__(self, xml: Path, device: str = "CPU", *, precision: str = "fp32",
                  threads: int | None = None, hint: str = "latency",
                  inference_precision: str | None = None, cache: CompiledModelCache | None = None,
-                 ir_key: Any = None) -> None:
+                 ir_key: Any = None, ir: tuple[bytes, bytes] | None = None) -> None:
         device = check_device(device)
         if hint not in ("latency", "throughput"):
             raise InvalidInputError(f"hint must be 'latency' or 'throughput', got {hint!r}")
@@ -173,16 +176,16 @@ class OpenVINOBackbone:
             if device.split(".")[0] == "CPU":
                 config["INFERENCE_NUM_THREADS"] = int(threads)
         xml = Path(xml)
-        for f in (xml, xml.with_suffix(".bin")):
+        for f in (xml, xml.with_suffix(".bin")) if ir is None else ():
             if not f.is_file():
                 raise ModelFormatError(f"OpenVINO IR file missing: {f}")
         if (cache is None) != (ir_key is None):
             raise InvalidInputError("OpenVINOBackbone: pass both cache and ir_key, or neither")
         if cache is None:
-            self._compiled = _compile(xml, device, config)
+            self._compiled = _compile(xml, device, config, ir)
         else:
             key = (ir_key, device, tuple(sorted((k, str(v)) for k, v in config.items())))
-            self._compiled = cache.get(key, lambda: _compile(xml, device, config))
+            self._compiled = cache.get(key, lambda: _compile(xml, device, config, ir))
         self.device = device
         self.precision = precision
         self.hint = hint
@@ -236,10 +239,11 @@ class OpenVINOBackbone:
         return np.array(request.get_tensor(self._output).data, copy=True)
 
 
-def _compile(xml: Path, device: str, config: dict[str, Any]):
+def _compile(xml: Path, device: str, config: dict[str, Any], ir: tuple[bytes, bytes] | None = None):
     c = core()
     try:
-        model = c.read_model(os.fspath(xml))
+        # From bytes the caller verified: reading the path again could read a swapped file.
+        model = c.read_model(os.fspath(xml)) if ir is None else c.read_model(bytes(ir[0]), bytes(ir[1]))
     except Exception as e:  # OpenVINO raises RuntimeError with a long C++ trace
         raise ModelFormatError(f"cannot read OpenVINO IR {xml}: {_first_line(e)}") from None
     if len(model.inputs) != 1:

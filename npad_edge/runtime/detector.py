@@ -111,8 +111,9 @@ class Detector:
             (``runtime/_torch.py``; needs torch with CUDA; ``inference_precision`` ``"f32"``,
             ``"f16"`` or ``"bf16"``, default the model's; an INT8 export is refused, its graph
             is OpenVINO's). A fitted model runs in torch: ``"CPU"`` or ``"CUDA"``.
-        threads: CPU threads for the backbone (OpenVINO INFERENCE_NUM_THREADS); None lets
-            OpenVINO choose (all cores).
+        threads: CPU threads for the backbone (OpenVINO INFERENCE_NUM_THREADS) and for the
+            memory-bank search (the method's search indexes); None lets OpenVINO choose and
+            the search use every CPU this process may run on (its affinity mask).
         hint: ``"latency"`` (default; one stream, lowest time per image) or ``"throughput"``
             (several streams; more images per second with many requests in flight).
         inference_precision: override the OpenVINO INFERENCE_PRECISION_HINT (``"f32"``,
@@ -165,6 +166,7 @@ class Detector:
         self.input_size: tuple[int, int] = (int(m.preprocess.image_size[0]), int(m.preprocess.image_size[1]))
         self.sigma = _map_sigma(m.extra)
         self.method = _build_method(m, loaded.arrays, loaded.root)
+        _bind_search_threads(self.method, threads)
         self.threads = threads
         self._num_requests = num_requests
         self._device_pipeline = None  # runtime/_torch.DevicePipeline for device="CUDA"
@@ -172,7 +174,8 @@ class Detector:
             self.backbone = _openvino.OpenVINOBackbone(
                 loaded.file_path(artifact.BACKBONE_XML), device, precision=m.precision, threads=threads,
                 hint=hint, inference_precision=inference_precision, cache=compiled_cache,
-                ir_key=None if compiled_cache is None else _ir_key(m))
+                ir_key=None if compiled_cache is None else _ir_key(m),
+                ir=(loaded.file_bytes(artifact.BACKBONE_XML), loaded.file_bytes(artifact.BACKBONE_BIN)))
             self.device = self.backbone.device
         elif on_cuda:
             self._device_pipeline = _torch.build_device_pipeline(
@@ -267,12 +270,25 @@ class Detector:
         this call blocks while all are busy), the search and the map in a worker thread.
         ``callback(prediction, userdata)``, if given, runs in that worker thread before the
         future completes; if it raises, the exception is logged and set on the future.
-        Errors about the image (bad array, unreadable file) are set on the future too.
+        Errors about the image (bad array, unreadable file) are set on the future too, and so
+        is any error starting the work (creating the async queue, ``start_async``): the future
+        always completes, so ``wait()``, ``close()`` and ``with`` never block on it.
         """
         fut: Future = Future()
         with self._pending_lock:
             self._pending.add(fut)
         fut.add_done_callback(self._forget)
+        try:
+            self._submit_into(fut, image, callback, userdata)
+        except BaseException as e:
+            # Registered above: left pending, it would block wait()/close()/__exit__ forever.
+            _set_exception(fut, e)
+            if not isinstance(e, Exception):
+                raise  # KeyboardInterrupt & co. still reach the caller
+        return fut
+
+    def _submit_into(self, fut: Future, image: ImageLike, callback: Callable[[Prediction, Any], None] | None,
+                     userdata: Any) -> "Future[Prediction]":
         t0 = _now()
         try:
             image, t_decode = self._decode(image)
@@ -445,6 +461,21 @@ def _set_exception(fut: Future, e: BaseException) -> None:
             fut.set_exception(e)
         except Exception:  # completed concurrently
             pass
+
+
+def _bind_search_threads(method, threads: int | None) -> None:
+    """Make the search indexes ``method`` holds search with ``threads`` threads by default
+    (they were built with the affinity count). Only indexes that exist after loading: an
+    exact index PatchCore builds lazily for HNSW + reweighting keeps the default."""
+    if threads is None:
+        return
+    from .. import search
+
+    n = search._threads(threads)
+    for value in vars(method).values():
+        if isinstance(value, (search.FlatIndex, search.HnswIndex)):
+            # FlatIndex/HnswIndex have no setter; their default is this attribute.
+            value._threads = n
 
 
 def _build_method(manifest, arrays, root):
