@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import os
 import shutil
 import tempfile
 import threading
@@ -263,3 +264,36 @@ def test_bad_arguments(models):
         Detector.load(models["fp32"], hint="fast")
     with pytest.raises(NpadError):
         Detector.load(models["fp32"], inference_precision="f64")
+
+
+# --------------------------------------------------------------------------- process-wide effects
+
+TINY = REPO / "tests" / "data" / "models" / "v1_exported_tiny"
+
+
+def test_blas_threads_of_each_detector_apply(monkeypatch):
+    # Process-wide on purpose (one BLAS pool per process), but never sticky: the last
+    # Detector that asks sets it.
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from npad_edge import Detector
+
+    def blas():
+        return {i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"}
+
+    if not blas():
+        pytest.skip("numpy has no BLAS pool threadpoolctl can see")
+    with threadpoolctl.threadpool_limits(limits=None):  # restores the pool afterwards
+        Detector.load(TINY, "CPU", threads=1, blas_threads=1)
+        assert blas() == {1}
+        Detector.load(TINY, "CPU", threads=1, blas_threads=2)
+        assert blas() == {2}
+        Detector.load(TINY, "CPU", threads=1, blas_threads=None)
+        assert blas() == {2}
+
+
+def test_exported_detector_leaves_omp_wait_policy_alone(monkeypatch):
+    from npad_edge import Detector
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    Detector.load(TINY, "CPU", threads=1)(np.zeros((40, 48, 3), np.uint8))
+    assert "OMP_WAIT_POLICY" not in os.environ

@@ -87,10 +87,11 @@ def check_image(image: Any, name: str = "image") -> np.ndarray:
 
 def _limit_blas_threads(n: int | None) -> None:
     """Cap numpy's BLAS pool: the map products are small, and idle OpenBLAS threads spin and
-    take cores from OpenVINO and the search. Process-wide; done once."""
-    if n is None or getattr(_limit_blas_threads, "done", False):
+    take cores from OpenVINO and the search. Process-wide on purpose (BLAS has one pool per
+    process, so a per-Detector cap cannot exist): applied by every Detector that asks, the
+    last one wins; None leaves the pool as it is."""
+    if n is None:
         return
-    _limit_blas_threads.done = True  # type: ignore[attr-defined]
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -120,7 +121,14 @@ class Detector:
             ``"bf16"``, ``"f16"``); default ``f32`` for fp32/int8 models on CPU.
         num_requests: infer requests of the async queue (default: OpenVINO's optimum, at
             least 2 so that the backbone of one image overlaps the search of another).
-        blas_threads: cap numpy's BLAS threads process-wide (default 1); None leaves them.
+        blas_threads: cap numpy's BLAS threads (default 1); None leaves them. Process-wide
+            (BLAS has one pool per process): each Detector created with a number sets it,
+            the last one wins.
+
+    Process-wide effects, on purpose and only these: ``blas_threads`` above; for a fitted
+    model on the CPU (torch), ``torch.set_num_threads(threads)`` when ``threads`` is given
+    and ``OMP_WAIT_POLICY=PASSIVE`` set (unless already set) before torch is first imported
+    (``runtime/_torch.py``). An exported model on OpenVINO changes nothing outside itself.
         compiled_cache: an ``_openvino.CompiledModelCache`` shared by several Detectors: models
             whose IR files have the same sha256 (manifest, verified on load) share one compiled
             backbone (npad_edge.fleet serves many parts this way). None: compile privately.
