@@ -301,8 +301,9 @@ def greedy_coreset(
 
     ``storage="float16"`` rounds Y once to IEEE half (nearest even) after step 1 and runs steps
     2-3 exactly as above on Y' = float32(float16(Y)), distances in float32: the same indices as
-    this algorithm on Y', in half the memory, and about twice as fast on large N, where every
-    step streams all of Y from memory. ``"float32"`` (the default) keeps Y as computed.
+    this algorithm on Y', in half the memory; faster on large N where every step streams all of Y
+    from memory on some machines (1.4x on an AVX-512 Zen 4 VM) but not on others (slower than
+    float32 on an AVX2 Zen 2 VM; docs/search.md). ``"float32"`` (the default) keeps Y as computed.
 
     If a value of Y is beyond the float16 range (|y| > 65504), ``"float16"`` falls back to
     ``"float32"`` for that call (a warning is logged and ``info["storage"]`` says so): rounding
