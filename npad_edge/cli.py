@@ -9,7 +9,6 @@ without torch. Failures end with ``npad-edge: error: <one line>`` on stderr and 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import statistics
@@ -19,9 +18,12 @@ import traceback
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
+# Library logic the commands (and older callers of these names) use; light modules.
+from ._progress import progress_iter  # noqa: F401
+from .predict import IMAGE_SUFFIXES, predict_images, write_scores  # noqa: F401
+
 PROG = "npad-edge"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 # How many of the worst-ranked images `eval --report` shows with overlays, per side.
 REPORT_WORST_K = 4
 
@@ -266,39 +268,15 @@ def _require_model(path: Path) -> Path:
 
 
 def list_images(path: Path) -> list[Path]:
-    """An image file, or every image under a folder (recursive, sorted)."""
-    if not path.exists():
-        raise CliError(f"images not found: {path} (pass an image file or a folder of images)")
-    if path.is_file():
-        return [path]
-    files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                   and not any(part.startswith(".") for part in p.relative_to(path).parts))
-    if not files:
-        raise CliError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found under {path}")
-    return files
+    """An image file, or every image under a folder (recursive, sorted): ``predict.list_images``
+    with its errors as CliError."""
+    from .errors import DataError
+    from .predict import list_images as _list
 
-
-def progress_iter(items: Iterable[Any], *, total: int, desc: str, enabled: bool = True) -> Iterator[Any]:
-    """Wrap an iterable with tqdm if it is installed, else a plain counter on stderr."""
-    if not enabled:
-        yield from items
-        return
     try:
-        from tqdm import tqdm
-    except ImportError:
-        tqdm = None
-    if tqdm is not None:
-        yield from tqdm(items, total=total, desc=desc, unit="img", file=sys.stderr, leave=False)
-        return
-    tty = sys.stderr.isatty()
-    step = max(1, total // 20)
-    for i, item in enumerate(items, 1):
-        yield item
-        if tty or i == total or i % step == 0:
-            sys.stderr.write(f"\r{desc}: {i}/{total}" if tty else f"{desc}: {i}/{total}\n")
-            sys.stderr.flush()
-    if tty:
-        sys.stderr.write("\n")
+        return _list(path)
+    except DataError as exc:
+        raise CliError(str(exc)) from None
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -449,72 +427,6 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
              if ms else ""))
     print(f"wrote {args.out / 'scores.csv'}, {args.out / 'scores.json'}"
           + ("" if args.no_overlays else f" and overlays in {args.out / 'overlays'}"))
-
-
-def predict_images(det: Any, files: Sequence[Path], root: Path, out: Path, *, overlays: bool = True,
-                   skip_bad: bool = False, progress: bool = True,
-                   meta: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Score ``files`` with a loaded Detector; write ``out/overlays/<path relative to root>.png``,
-    ``out/scores.csv`` and ``out/scores.json``. Returns one row dict per image.
-
-    Overlay colours use one fixed range from the model threshold for every image
-    (:func:`npad_edge.viz.map_range`), so overlays of different images can be compared.
-    """
-    import numpy as np
-
-    from .data import read_image
-    from .errors import ImageDecodeError
-    from .viz import map_range, overlay, resize_map, to_png_bytes
-
-    threshold = float(det.threshold)
-    vmin, vmax = map_range(threshold)
-    out.mkdir(parents=True, exist_ok=True)
-    rows: list[dict[str, Any]] = []
-    for path in progress_iter(files, total=len(files), desc="predict", enabled=progress):
-        row: dict[str, Any] = {"path": str(path), "score": None, "is_anomalous": None, "threshold": threshold,
-                               "ms": None, "overlay": None, "error": None}
-        rows.append(row)
-        try:
-            image = read_image(path)
-        except ImageDecodeError as exc:
-            if not skip_bad:
-                raise
-            row["error"] = error_line(exc)
-            continue
-        t0 = time.perf_counter()
-        pred = det(image)
-        row.update(score=float(pred.score), is_anomalous=bool(pred.is_anomalous),
-                   ms=round(1000.0 * (time.perf_counter() - t0), 3))
-        if overlays:
-            amap = resize_map(pred.anomaly_map, image.shape[:2])
-            mask = pred.mask if np.shape(pred.mask) == image.shape[:2] else amap >= threshold
-            verdict = "ANOMALOUS" if pred.is_anomalous else "good"
-            png = to_png_bytes(overlay(image, amap, mask, vmin=vmin, vmax=vmax,
-                                       caption=f"{pred.score:.3g} / thr {threshold:.3g}  {verdict}"))
-            try:
-                rel = path.relative_to(root)
-            except ValueError:
-                rel = Path(path.name)
-            target = (out / "overlays" / rel).with_suffix(".png")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(png)
-            row["overlay"] = str(target)
-    write_scores(out, rows, meta={**(meta or {}), "threshold": threshold, "colour_range": [vmin, vmax]})
-    return rows
-
-
-def write_scores(out: Path, rows: list[dict[str, Any]], *, meta: dict[str, Any]) -> None:
-    cols = ["path", "score", "is_anomalous", "threshold", "ms", "overlay", "error"]
-    tmp = out / "scores.csv.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.DictWriter(fh, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r[k]) for k in cols})
-    os.replace(tmp, out / "scores.csv")
-    tmp = out / "scores.json.tmp"
-    tmp.write_text(json.dumps({**meta, "images": rows}, indent=2), encoding="utf-8")
-    os.replace(tmp, out / "scores.json")
 
 
 # --------------------------------------------------------------------------- eval

@@ -183,7 +183,7 @@ def run_demo(out: str | Path = "npad-edge-demo", *, overwrite: bool = False, pro
                         subset=n_train, overwrite=True, progress=progress)
     log(f"[3/5] exported INT8 OpenVINO model in {time.perf_counter() - t:.1f} s -> {edge}")
 
-    from .cli import list_images, predict_images
+    from .predict import list_images, predict_images
 
     det = Detector.load(edge, device="CPU")
     files = list_images(data / "test")

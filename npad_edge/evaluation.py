@@ -159,8 +159,8 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | None = None,
     masks_full = load_test_masks(ds)
     bar = None
     if progress:
-        from .pipeline import _progress_bar
-        bar = _progress_bar(len(ds.test), "evaluate", True)
+        from ._progress import progress_bar
+        bar = progress_bar(len(ds.test), "evaluate", True)
     scores, maps, masks, times = [], [], [], []
     try:
         for i, s in enumerate(ds.test):

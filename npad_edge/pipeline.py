@@ -40,16 +40,7 @@ __all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold
 # TorchBackend lives with the runtime's torch path (runtime/_torch.py), below both this fit-time
 # module and the Detector; re-exported here, where fit code has always imported it from.
 from .runtime._torch import DEFAULT_BACKBONE, DEFAULT_THREADS, TorchBackend  # noqa: E402,F401
-
-
-def _progress_bar(total: int, desc: str, enabled: bool, unit: str = "img"):
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # pragma: no cover
-        return None
-    return tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, leave=False, dynamic_ncols=True)
+from ._progress import progress_bar as _progress_bar  # noqa: E402
 
 
 def extract_features(backend: TorchBackend, paths: Sequence[str | os.PathLike], batch_size: int = 8,
