@@ -1,4 +1,5 @@
-"""Fuzz read_manifest / load_model: whatever is on disk, only ModelFormatError comes out.
+"""Fuzz read_manifest / load_model: whatever is on disk, only ModelFormatError comes out, and
+every mutation of hashed bytes that the manifest does not vouch for is rejected.
 
 Bounded for the default suite (derandomized, ~200 examples per test, a few seconds). Set
 NPAD_FUZZ=1 for random seeds and 10x the examples.
@@ -70,13 +71,30 @@ def base_model(fuzz_dir) -> Path:
     )
 
 
-def _check(root: Path) -> None:
-    """Both entry points either succeed or raise ModelFormatError; anything else fails the test."""
-    for fn in (read_manifest, load_model):
-        try:
-            fn(root)
-        except ModelFormatError:
-            pass
+def _check(root: Path):
+    """Both entry points either succeed or raise ModelFormatError; anything else fails the test.
+    Returns the LoadedModel when load_model accepted the directory, else None. Whatever it
+    accepts must vouch for what is on disk: every listed file has the listed size and hash."""
+    try:
+        read_manifest(root)
+    except ModelFormatError:
+        pass
+    try:
+        lm = load_model(root)
+    except ModelFormatError:
+        return None
+    for rel, entry in lm.manifest.files.items():
+        assert (root / rel).stat().st_size == entry.bytes, rel
+        assert sha256_file(root / rel) == entry.sha256, rel
+    return lm
+
+
+def _rejected(root: Path, **kw) -> bool:
+    try:
+        load_model(root, **kw)
+    except ModelFormatError:
+        return True
+    return False
 
 
 @pytest.fixture(scope="module")
@@ -162,14 +180,14 @@ def test_mutated_manifest_bytes(base_model, scratch, data):
 
 @FUZZ
 @given(data=st.data())
-def test_mutated_npy(scratch, data):
+def test_mutated_npy(base_model, scratch, data):
     root = scratch("manifest.json", "arrays/a.npy", "arrays/b.npy")
     rel = data.draw(st.sampled_from(["arrays/a.npy", "arrays/b.npy"]), label="file")
     raw = bytearray((root / rel).read_bytes())
     kind = data.draw(st.sampled_from(["flip", "truncate", "insert", "header", "random"]), label="mutation")
     if kind == "flip":
         for _ in range(data.draw(st.integers(1, 6))):
-            i = data.draw(st.integers(0, min(len(raw), 140) - 1))  # mostly the header
+            i = data.draw(st.integers(0, len(raw) - 1))  # header or data
             raw[i] = data.draw(st.integers(0, 255))
     elif kind == "truncate":
         raw = raw[: data.draw(st.integers(0, len(raw) - 1))]
@@ -197,7 +215,9 @@ def test_mutated_npy(scratch, data):
     else:
         raw = bytearray(data.draw(st.binary(max_size=200)))
     (root / rel).write_bytes(bytes(raw))
-    if data.draw(st.booleans(), label="rehash"):
+    changed = bytes(raw) != (base_model / rel).read_bytes()
+    rehash = data.draw(st.booleans(), label="rehash")
+    if rehash:
         # Make the manifest agree so the .npy parser itself is what gets fuzzed.
         d = json.loads((root / "manifest.json").read_text())
         d["files"][rel] = {"sha256": sha256_file(root / rel), "bytes": (root / rel).stat().st_size}
@@ -207,7 +227,41 @@ def test_mutated_npy(scratch, data):
             d["arrays"][name]["dtype"] = data.draw(st.sampled_from(["<f4", "<i8", "<f8", "|u1", "<U3"]))
         (root / "manifest.json").write_text(json.dumps(d))
     for mmap in (False, True):
+        if changed and not rehash:
+            # Hashed bytes changed, manifest not updated: always refused, whatever the change.
+            assert _rejected(root, mmap=mmap), (kind, mmap)
+            continue
         try:
-            load_model(root, mmap=mmap)
+            lm = load_model(root, mmap=mmap)
         except ModelFormatError:
-            pass
+            continue
+        # Accepted: the array is exactly what the (vouched-for) file holds.
+        name = rel.split("/")[1][:-4]
+        want = np.load(root / rel, allow_pickle=False)
+        np.testing.assert_array_equal(np.asarray(lm.arrays[name]), want)
+        assert lm.arrays[name].dtype == want.dtype
+
+
+@FUZZ
+@given(data=st.data())
+def test_mutated_hashed_file(base_model, scratch, data):
+    # A hashed non-array file (an IR in an exported model): any change is refused.
+    rel = "notes.txt"
+    root = scratch("manifest.json", rel, "arrays/a.npy", "arrays/b.npy")  # earlier tests leave them mutated
+    raw = bytearray((root / rel).read_bytes())
+    kind = data.draw(st.sampled_from(["flip", "truncate", "append", "random"]), label="mutation")
+    if kind == "flip":
+        raw[0] = data.draw(st.integers(0, 255).filter(lambda b: b != raw[0]))
+    elif kind == "truncate":
+        raw = raw[:0]
+    elif kind == "append":
+        raw += data.draw(st.binary(min_size=1, max_size=16))
+    else:
+        raw = bytearray(data.draw(st.binary(max_size=64)))
+    (root / rel).write_bytes(bytes(raw))
+    changed = bytes(raw) != (base_model / rel).read_bytes()
+    assert _rejected(root) == changed
+    if changed:
+        # Without hashing only the size is checked: a same-size change gets through, which is
+        # exactly what verify=False means.
+        assert _rejected(root, verify=False) == (len(raw) != 1)
