@@ -90,8 +90,8 @@ class PatchCore(AnomalyMethod):
     name = "patchcore"
     DEFAULTS: Mapping[str, Any] = {
         "coreset": 0.1,
-        "coreset_max": None,
-        "coreset_pool": None,
+        "coreset_max": 10_000,
+        "coreset_pool": 40_000,
         "coreset_proj_dim": 128,
         "coreset_starts": 10,
         "coreset_storage": "float16",
