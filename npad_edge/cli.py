@@ -76,7 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of patch features kept in the memory bank, e.g. 0.1")
     f.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any other method setting; VALUE is read as JSON if it parses (repeatable)")
-    f.add_argument("--image-size", type=int, default=256, metavar="N", help="model input size (default 256)")
+    f.add_argument("--image-size", default="256", metavar="N|HxW",
+                   help="model input: N = the short side, the long side following the median aspect ratio "
+                        "of the training images (default 256; square images give N x N), or HxW "
+                        "explicitly, e.g. 640x256")
+    f.add_argument("--aspect-rule", choices=("resize", "letterbox"), default="resize",
+                   help="images of another aspect ratio than the model input: squash them (resize, default) "
+                        "or pad them to the model's aspect ratio first (letterbox); maps come back at "
+                        "each image's own size either way")
+    f.add_argument("--letterbox-fill", choices=("mean", "edge"), default="mean",
+                   help="letterbox padding: the normalisation mean (default) or the replicated border")
     f.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     f.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of failing")
@@ -104,6 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--device", default="CPU", help="OpenVINO device (default CPU; see `npad-edge info`)")
     pr.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
     pr.add_argument("--no-overlays", action="store_true", help="write only scores.csv / scores.json")
+    pr.add_argument("--tile-scale", type=float, metavar="X",
+                    help="score large frames by overlapping tiles of X times the model input (source "
+                         "pixels), e.g. 4; default: the whole frame resized to the model input")
+    pr.add_argument("--tile-overlap", type=float, default=0.25, metavar="F",
+                    help="fraction of a tile shared with its neighbour (default 0.25; with --tile-scale)")
     pr.add_argument("--skip-bad", action="store_true",
                     help="record unreadable images as errors in the scores instead of failing")
     pr.set_defaults(handler=cmd_predict, subparser=pr)
@@ -116,7 +130,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, type=Path, metavar="DIR", help="category folder with test/ (and ground_truth/)")
     ev.add_argument("--json", type=Path, metavar="OUT", help="write the full results as JSON")
     ev.add_argument("--report", type=Path, metavar="OUT.html", help="write a self-contained HTML report")
-    ev.add_argument("--eval-size", type=int, metavar="N", help="resolution of the pixel metrics (default: the model's)")
+    ev.add_argument("--eval-size", metavar="N|HxW|native|model",
+                    help="resolution of the pixel metrics: native (each image's own size), model (the "
+                         "model input), N or HxW; default: the model input when all test images have one "
+                         "size, else native")
     ev.set_defaults(handler=cmd_eval, subparser=ev)
 
     pf = sub.add_parser("profile", parents=[common], help="per-stage latency on each device",
@@ -324,14 +341,20 @@ def cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
         if not 0.0 < args.coreset <= 1.0:
             raise UsageError(f"--coreset must be in (0, 1], got {args.coreset}")
         settings["coreset"] = args.coreset
-    if args.image_size < 32:
-        raise UsageError(f"--image-size must be at least 32, got {args.image_size}")
+    from .data.geometry import parse_image_size
+    from .errors import InvalidInputError
+
+    try:
+        image_size = parse_image_size(args.image_size)
+    except InvalidInputError as exc:
+        raise UsageError(f"--image-size: {exc}") from None
     _require_dir(args.data, "data folder", "pass a category folder holding train/good/, e.g. mvtec_ad/bottle")
     _refuse_dataset_root(args.data)
     _refuse_existing(args.out, args.overwrite)
     from .pipeline import fit_model
 
-    kwargs: dict[str, Any] = dict(method=args.method, image_size=args.image_size,
+    kwargs: dict[str, Any] = dict(method=args.method, image_size=image_size, aspect_rule=args.aspect_rule,
+                                  letterbox_fill=args.letterbox_fill,
                                   method_settings=settings or None, seed=args.seed,
                                   overwrite=args.overwrite, on_error="skip" if args.skip_bad else "raise",
                                   progress=not args.quiet)
@@ -413,7 +436,17 @@ def cmd_predict(args: argparse.Namespace, parser: argparse.ArgumentParser) -> No
         raise CliError(f"--out must be a folder, got a file: {args.out}")
     from . import Detector
 
-    det = Detector.load(args.model, device=args.device, threads=args.threads)
+    tiling = None
+    if args.tile_scale is not None:
+        from .data.geometry import Tiling
+        from .errors import InvalidInputError
+
+        try:
+            tiling = Tiling(scale=args.tile_scale, overlap=args.tile_overlap)
+        except InvalidInputError as exc:
+            raise UsageError(f"--tile-scale/--tile-overlap: {exc}") from None
+    det = Detector.load(args.model, device=args.device, threads=args.threads,
+                        **({"tiling": tiling} if tiling is not None else {}))
     root = args.images if args.images.is_dir() else args.images.parent
     rows = predict_images(det, files, root, args.out, overlays=not args.no_overlays,
                           skip_bad=args.skip_bad, progress=not args.quiet,
@@ -450,8 +483,7 @@ def eval_jobs(model: Path, data: Path) -> list[tuple[str, Path, Path]]:
 
 
 def cmd_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
-    if args.eval_size is not None and args.eval_size < 8:
-        raise UsageError(f"--eval-size must be at least 8, got {args.eval_size}")
+    eval_size = _parse_eval_size(args.eval_size)
     jobs = eval_jobs(args.model, args.data)
     from .evaluation import evaluate_model
 
@@ -459,7 +491,7 @@ def cmd_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     for cat, model, data in jobs:
         if len(jobs) > 1 and not args.quiet:
             sys.stderr.write(f"evaluating {cat} ...\n")
-        results.append((cat, model, evaluate_model(model, data, eval_size=args.eval_size, progress=not args.quiet)))
+        results.append((cat, model, evaluate_model(model, data, eval_size=eval_size, progress=not args.quiet)))
 
     rows = [metrics_row(cat, r) for cat, _, r in results]
     if len(rows) > 1:
@@ -478,6 +510,21 @@ def cmd_eval(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
             overlays = collect_overlays(r, model, k=REPORT_WORST_K)
             write_html_report(r, out, overlays=overlays, title=f"npad-edge evaluation: {cat}")
             print(f"wrote {out}")
+
+
+def _parse_eval_size(text: str | None) -> Any:
+    """``--eval-size``: None, "native", "model", N (N x N) or HxW; UsageError otherwise."""
+    if text is None:
+        return None
+    t = text.strip().lower()
+    if t in ("native", "model", "auto"):
+        return t
+    parts = t.replace("*", "x").split("x")
+    if len(parts) in (1, 2) and all(p.strip().isdigit() for p in parts):
+        vals = [int(p) for p in parts]
+        if min(vals) >= 8:
+            return vals[0] if len(vals) == 1 else (vals[0], vals[1])
+    raise UsageError(f"--eval-size must be native, model, N or HxW with sides of at least 8, got {text!r}")
 
 
 EVAL_HEADERS = ("category", "image AUROC %", "pixel AUROC %", "PRO %", "images", "eval res",

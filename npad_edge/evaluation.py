@@ -5,10 +5,20 @@ an object with ``.score`` (float) and ``.anomaly_map`` ((H', W') float32): the r
 ``npad_edge.Detector``, or :class:`FittedScorer` (torch backbone + method, for a model of kind
 "fitted"). ``evaluate_model(path, data)`` picks the right one.
 
-Resolution: maps are evaluated at ``eval_resolution`` = ``eval_size`` if given, else the model
-input size (``scorer.input_size``), else each image's own size. Anomaly maps of another size are
-resized bilinearly (PIL, float32), ground-truth masks with nearest neighbour. The result
-records the resolution used. No score is normalised with test-set statistics.
+Resolution of the pixel metrics (``eval_size``; the result records it as ``eval_resolution``
+and the rule as ``eval_size_rule``):
+
+- ``None`` (default, "auto"): when every test image has one size, the model input size
+  (``scorer.input_size``; what every evaluation did before mixed sizes were handled, so old
+  results are unchanged); when the test images differ in size (e.g. magnetic_tile), each
+  image's own size ("native"): squashing every mask to one input size would distort thin
+  defects differently per image, and the anomaly maps already come back at each image's size;
+- ``"native"``: each image's own size; ``"model"``: the model input size;
+- an int ``N`` (``N x N``) or ``(H, W)``: that size for every image.
+
+Anomaly maps of another size are resized bilinearly (PIL, float32), ground-truth masks with
+nearest neighbour. At "native" every pixel counts once, so larger images weigh more in pixel
+AUROC (PRO averages per region). No score is normalised with test-set statistics.
 """
 
 from __future__ import annotations
@@ -42,7 +52,9 @@ class ScorerPrediction:
 class FittedScorer:
     """predict() for a fitted (not exported) model: torch FeatureExtractor + method + anomaly_maps.
 
-    ``input_size`` (H, W), ``threshold`` (float | None), ``manifest``.
+    ``input_size`` (H, W), ``threshold`` (float | None), ``manifest``. The manifest's aspect
+    rule applies (``preprocess.aspect_rule``: letterbox pads the image before the extractor and
+    crops the map back), exactly as in the runtime ``Detector``.
     """
 
     def __init__(self, model_path: str | os.PathLike, *, threads: int | None = 2):
@@ -59,6 +71,8 @@ class FittedScorer:
         self.input_size = tuple(self.backend.input_size)
         self.threshold = float(m.threshold.value)
         self.sigma = float(m.extra.get("anomaly_map", {}).get("sigma", 4.0))
+        self.aspect_rule = m.preprocess.aspect_rule
+        self._letterbox = (m.preprocess.letterbox_fill, list(m.preprocess.mean))
 
     def predict(self, image: np.ndarray, *, out_size: tuple[int, int] | None = None) -> ScorerPrediction:
         """image (H, W, 3) uint8 -> score and (H, W) float32 map (or ``out_size``)."""
@@ -67,10 +81,17 @@ class FittedScorer:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInputError(f"expected an image (H, W, 3) uint8, got "
                                     f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}")
-        feats = self.backend.extract(image[None])
+        from .data.geometry import Placement, letterbox
+
+        if self.aspect_rule == "letterbox":
+            x, place = letterbox(image, self.input_size, fill=self._letterbox[0], mean=self._letterbox[1])
+        else:
+            x, place = image, Placement(image.shape[:2], image.shape[:2])
+        feats = self.backend.extract(x[None])
         patch, img = self.method.score(feats)
-        hw = tuple(out_size) if out_size is not None else image.shape[:2]
-        amap = anomaly_maps(patch, self.input_size, hw, sigma=self.sigma)[0]
+        amap = place.crop(anomaly_maps(patch, self.input_size, place.padded_hw, sigma=self.sigma)[0])
+        if out_size is not None and tuple(out_size) != amap.shape:
+            amap = _resize_float(amap, tuple(out_size))
         score = float(img[0])
         return ScorerPrediction(score=score, anomaly_map=amap, is_anomalous=score >= self.threshold)
 
@@ -125,6 +146,14 @@ def _scorer_input_size(scorer) -> tuple[int, int] | None:
     return None
 
 
+def _scorer_aspect_rule(scorer) -> str | None:
+    man = getattr(scorer, "manifest", None)
+    try:
+        return str(man.preprocess.aspect_rule)
+    except AttributeError:
+        return getattr(scorer, "aspect_rule", None)
+
+
 def _scorer_threshold(scorer) -> float | None:
     v = getattr(scorer, "threshold", None)
     if v is not None and not callable(v):
@@ -136,13 +165,49 @@ def _scorer_threshold(scorer) -> float | None:
     return float(man.threshold.value) if man is not None else None
 
 
-def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | None = None, progress: bool = True,
+def _eval_resolution(eval_size, scorer, test_paths) -> tuple[tuple[int, int] | None, str]:
+    """(resolution or None for each image's own size, the rule) for ``evaluate``."""
+    from .data import image_size
+
+    if isinstance(eval_size, str):
+        if eval_size not in ("native", "model", "auto"):
+            raise InvalidInputError(f"eval_size must be 'auto', 'native', 'model', N or (H, W), got {eval_size!r}")
+        rule = eval_size
+    elif eval_size is None:
+        rule = "auto"
+    else:
+        try:
+            hw = (int(eval_size), int(eval_size)) if np.isscalar(eval_size) else tuple(int(x) for x in eval_size)
+        except (TypeError, ValueError):
+            hw = ()
+        if len(hw) != 2 or min(hw) < 1 or isinstance(eval_size, bool):
+            raise InvalidInputError(f"eval_size must be 'auto', 'native', 'model', N or (H, W), got {eval_size!r}")
+        return hw, "explicit"
+    if rule == "auto":
+        sizes = {image_size(p) for p in test_paths}       # headers only
+        if len(sizes) > 1:
+            return None, "auto: native (test images of %d sizes)" % len(sizes)
+        res = _scorer_input_size(scorer)
+        return res, "auto: model input (test images of one size)" if res is not None else "auto: native"
+    if rule == "model":
+        res = _scorer_input_size(scorer)
+        if res is None:
+            raise InvalidInputError("eval_size='model': the scorer has no input_size")
+        return res, "model"
+    return None, "native"
+
+
+def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | str | None = None, progress: bool = True,
              fpr_limit: float = 0.3) -> EvalResult:
     """Score every test image of ``dataset`` (a ``Dataset`` or a root path) with ``scorer``.
 
+    ``eval_size``: the resolution of the pixel metrics (module docstring): None ("auto"),
+    ``"native"``, ``"model"``, N or (H, W).
+
     Metrics: ``image_auroc`` (None when the test set has a single class), ``pixel_auroc`` and
     ``pro`` (AU-PRO to ``fpr_limit`` / ``fpr_limit``; None without masks), ``eval_resolution``
-    [h, w] (or "native"), ``threshold`` (the scorer's), ``f1_threshold`` / ``f1`` (best F1 over
+    [h, w] (or "native"), ``eval_size_rule``, ``model_input_size`` [H, W] and ``aspect_rule``
+    (of the scorer's model, when known), ``threshold`` (the scorer's), ``f1_threshold`` / ``f1`` (best F1 over
     the test scores: an oracle, for reference), ``n_images``, ``n_defective``. Timings: wall
     ms per ``predict`` call (decode excluded), mean and median.
     """
@@ -152,10 +217,7 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | None = None,
     ds = dataset if hasattr(dataset, "test") else load_dataset(dataset)
     if not ds.test:
         raise InvalidInputError(f"dataset {ds.name!r} has no test images")
-    if eval_size is None:
-        res = _scorer_input_size(scorer)
-    else:
-        res = (int(eval_size), int(eval_size)) if np.isscalar(eval_size) else tuple(int(x) for x in eval_size)
+    res, res_rule = _eval_resolution(eval_size, scorer, [s.path for s in ds.test])
     masks_full = load_test_masks(ds)
     bar = None
     if progress:
@@ -189,6 +251,9 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | None = None,
         "image_auroc": metrics.image_auroc(labels, scores_a) if both else None,
         "pixel_auroc": None, "pro": None,
         "eval_resolution": list(res) if res is not None else "native",
+        "eval_size_rule": res_rule,
+        "model_input_size": list(_scorer_input_size(scorer) or []) or None,
+        "aspect_rule": _scorer_aspect_rule(scorer),
         "threshold": _scorer_threshold(scorer),
         "f1_threshold": None, "f1": None,
         "n_images": int(labels.size), "n_defective": int(labels.sum()),
@@ -236,7 +301,7 @@ def load_scorer(model_path: str | os.PathLike, **kwargs):
         return FittedScorer(model_path)
 
 
-def evaluate_model(model_path: str | os.PathLike, data, *, eval_size: int | tuple[int, int] | None = None,
+def evaluate_model(model_path: str | os.PathLike, data, *, eval_size: int | tuple[int, int] | str | None = None,
                    progress: bool = True, scorer=None) -> EvalResult:
     """Load the model at ``model_path`` (``load_scorer``) and ``evaluate`` it on ``data``."""
     return evaluate(scorer if scorer is not None else load_scorer(model_path), data, eval_size=eval_size,

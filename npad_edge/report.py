@@ -173,7 +173,15 @@ def _metric_table(m: dict[str, Any], timings: dict[str, Any]) -> str:
         res = " x ".join(str(v) for v in res)
     rows += [("Model threshold", _fmt(m.get("threshold"))), ("F1-optimal threshold", _fmt(m.get("f1_threshold"))),
              ("Test images", _fmt(m.get("n_images"))), ("Pixel-metric resolution", _e(res) if res else "&ndash;")]
-    shown = {k for k, _ in pct} | {"threshold", "f1_threshold", "n_images", "eval_resolution"}
+    if m.get("eval_size_rule"):
+        rows.append(("Pixel-metric resolution rule", _e(m["eval_size_rule"])))
+    mis = m.get("model_input_size")
+    if isinstance(mis, (list, tuple)) and mis:
+        rule = m.get("aspect_rule")
+        rows.append(("Model input (H x W)", _e(" x ".join(str(v) for v in mis)
+                                              + (f", other aspect ratios: {rule}" if rule else ""))))
+    shown = {k for k, _ in pct} | {"threshold", "f1_threshold", "n_images", "eval_resolution", "eval_size_rule",
+                                   "model_input_size", "aspect_rule"}
     for k, v in m.items():
         if k not in shown and isinstance(v, (int, float, str)) and not isinstance(v, bool):
             rows.append((_e(k.replace("_", " ")), _e(_fmt(v))))

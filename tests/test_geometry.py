@@ -227,11 +227,251 @@ def test_fit_derives_and_records_the_input_size(tmp_path):
     assert m.backbone.config["image_size"] == list(expected)
     h, w = expected
     assert m.extra["feature_shape"][1:] == [h // 8, w // 8]
-    # explicit (H, W) is used as given
-    path = fit_model(None, tmp_path / "e", train_paths=train, image_size=(96, 64), holdout=0, progress=False,
-                     weights="random", method_settings={"coreset": 0.2}, aspect_rule="letterbox")
-    m = artifact.read_manifest(path)
-    assert m.preprocess.image_size == [96, 64] and m.preprocess.size_derivation["rule"] == "explicit"
-    assert m.preprocess.aspect_rule == "letterbox"
     with pytest.raises(InvalidInputError):
         fit_model(None, tmp_path / "x", train_paths=train, image_size=(96, 64), aspect_rule="pad")
+
+
+# ============================================================================= end to end
+# A non-square model on small real subsets of both categories: fit -> FittedScorer, export FP32
+# and INT8 -> Detector -> eval; mixed sizes come back at their own size.
+def _mini(root: Path, n_train: int, per_type: int, types: tuple[str, ...]):
+    from npad_edge.data import load_dataset
+
+    ds = load_dataset(root)
+    test = [s for s in ds.test if s.label == 0][:2]
+    for t in types:
+        test += [s for s in ds.test if s.defect_type == t][:per_type]
+    import dataclasses
+
+    return dataclasses.replace(ds, train=ds.train[:n_train], test=test)
+
+
+@pytest.fixture(scope="module")
+def tile_ds():
+    from conftest import SHARED
+
+    root = SHARED / "data" / "magnetic_tile"
+    if not root.is_dir():
+        pytest.skip("magnetic_tile data not found")
+    return _mini(root, 10, 2, ("crack", "blowhole"))
+
+
+@pytest.fixture(scope="module")
+def bottle_ds(bottle_dir):
+    return _mini(bottle_dir, 8, 2, ("broken_large",))
+
+
+class _Models:
+    """Models built on first use and kept for the module: ``models[cat, kind]`` with kind in
+    "fitted", "fp32", "int8". magnetic_tile: derived from a 64 short side, letterboxed; bottle
+    (square images): an explicit 64 x 96, letterboxed (its images are padded to 2:3). INT8 is
+    calibrated on 4 training images."""
+
+    def __init__(self, root: Path, sets: dict):
+        self.root, self.sets, self.paths = root, sets, {}
+
+    def __getitem__(self, key):
+        cat, kind = key
+        if key in self.paths:
+            return self.paths[key]
+        from npad_edge.export import export_model
+        from npad_edge.pipeline import fit_model
+
+        ds = self.sets[cat]()
+        if kind == "fitted":
+            size = 64 if cat == "magnetic_tile" else (64, 96)
+            path = fit_model(ds, self.root / f"{cat}-fitted", image_size=size, aspect_rule="letterbox", holdout=2,
+                             method_settings={"coreset": 0.1}, progress=False)
+        elif kind == "fp32":
+            path = export_model(self[cat, "fitted"], self.root / f"{cat}-fp32", progress=False)
+        else:
+            calib = self.root / f"{cat}-calib"
+            calib.mkdir(exist_ok=True)
+            for p in ds.train[:4]:
+                (calib / Path(p).name).symlink_to(p)
+            path = export_model(self[cat, "fitted"], self.root / f"{cat}-int8", precision="int8", calib=calib,
+                                subset=4, progress=False)
+        self.paths[key] = path
+        return path
+
+
+@pytest.fixture(scope="module")
+def e2e_models(request, tmp_path_factory):
+    pytest.importorskip("torch")
+    pytest.importorskip("openvino")
+    return _Models(tmp_path_factory.mktemp("geom"), {"magnetic_tile": lambda: request.getfixturevalue("tile_ds"),
+                                                     "bottle": lambda: request.getfixturevalue("bottle_ds")})
+
+
+# The magnetic_tile FP32 path runs by default (about half a minute on 2 cores); bottle and INT8
+# (NNCF's full bias correction) are behind the slow marker.
+_CATS = ["magnetic_tile", pytest.param("bottle", marks=pytest.mark.slow)]
+_PRECS = ["fp32", pytest.param("int8", marks=pytest.mark.slow)]
+
+
+@pytest.mark.slow
+def test_e2e_manifests_carry_the_geometry(e2e_models, tile_ds):
+    pytest.importorskip("nncf")
+    m = artifact.read_manifest(e2e_models["magnetic_tile", "int8"])
+    h, w = m.preprocess.image_size
+    assert (h, w) == derive_input_size(geometry.image_sizes(tile_ds.train), 64, 16) and h != w
+    assert m.preprocess.aspect_rule == "letterbox" and m.preprocess.size_derivation["n_images"] == 10
+    assert m.calibration["aspect_rule"] == "letterbox"
+    b = artifact.read_manifest(e2e_models["bottle", "fp32"])
+    assert b.preprocess.image_size == [64, 96] and b.preprocess.size_derivation["rule"] == "explicit"
+
+
+@pytest.mark.parametrize("cat", _CATS)
+def test_e2e_torch_scorer_and_exported_detector_agree(e2e_models, cat, request):
+    from npad_edge import Detector
+    from npad_edge.data import read_image
+    from npad_edge.evaluation import FittedScorer
+
+    ds = request.getfixturevalue("tile_ds" if cat == "magnetic_tile" else "bottle_ds")
+    scorer = FittedScorer(e2e_models[cat, "fitted"])
+    det = Detector.load(e2e_models[cat, "fp32"], threads=2)
+    det_torch = Detector.load(e2e_models[cat, "fitted"], threads=2)   # the runtime's torch path
+    for s in ds.test[:3]:
+        img = read_image(s.path)
+        a, b, c = scorer.predict(img), det(img), det_torch(img)
+        assert a.anomaly_map.shape == b.anomaly_map.shape == c.anomaly_map.shape == img.shape[:2]
+        assert b.score == pytest.approx(a.score, rel=2e-3)
+        assert c.score == pytest.approx(a.score, rel=1e-5)
+        span = float(a.anomaly_map.max() - a.anomaly_map.min())
+        assert np.abs(b.anomaly_map - a.anomaly_map).max() <= 5e-3 * span + 1e-6
+        np.testing.assert_allclose(c.anomaly_map, a.anomaly_map, rtol=1e-4, atol=1e-5 * span)
+
+
+@pytest.mark.parametrize("precision", _PRECS)
+def test_e2e_mixed_sizes_come_back_at_their_own_size(e2e_models, tile_ds, precision):
+    from npad_edge import Detector
+    from npad_edge.data import read_image
+
+    det = Detector.load(e2e_models["magnetic_tile", precision], threads=2)
+    imgs = [read_image(s.path) for s in tile_ds.test]
+    assert len({im.shape for im in imgs}) > 2            # really mixed
+    preds = det.predict_batch(imgs)
+    single = [det(im) for im in imgs[:2]]
+    futs = [f.result() for f in det.predict_async(imgs[:2])]
+    for im, p in zip(imgs, preds):
+        assert p.anomaly_map.shape == p.mask.shape == im.shape[:2] and np.isfinite(p.anomaly_map).all()
+    for a, b, c in zip(preds, single, futs):
+        assert a.score == pytest.approx(b.score, rel=1e-5) == pytest.approx(c.score, rel=1e-5)
+        np.testing.assert_allclose(a.anomaly_map, c.anomaly_map, rtol=1e-5, atol=1e-6)
+    # same-size batch (one backbone call over letterboxed frames) equals single calls
+    same = [imgs[0], imgs[0].copy()]
+    bp = det.predict_batch(same)
+    np.testing.assert_allclose(bp[1].anomaly_map, single[0].anomaly_map, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("cat,precision", [("magnetic_tile", "fp32"),
+                                           pytest.param("magnetic_tile", "int8", marks=pytest.mark.slow),
+                                           pytest.param("bottle", "int8", marks=pytest.mark.slow)])
+def test_e2e_eval_and_report(e2e_models, cat, precision, request, tmp_path):
+    from npad_edge.evaluation import evaluate_model
+    from npad_edge.report import collect_overlays, write_html_report
+
+    ds = request.getfixturevalue("tile_ds" if cat == "magnetic_tile" else "bottle_ds")
+    res = {p: evaluate_model(e2e_models[cat, p], ds, progress=False) for p in ("fitted", precision)}
+    for r in res.values():
+        m = r.metrics
+        assert 0 <= m["image_auroc"] <= 1 and 0 <= m["pixel_auroc"] <= 1 and 0 <= m["pro"] <= 1
+        assert m["aspect_rule"] == "letterbox"
+        if cat == "magnetic_tile":     # mixed sizes: each image's own size
+            assert m["eval_resolution"] == "native" and m["eval_size_rule"].startswith("auto: native")
+        else:                          # one size: the model input, as before
+            assert m["eval_resolution"] == [64, 96] and m["model_input_size"] == [64, 96]
+    forced = evaluate_model(e2e_models[cat, "fitted"], ds, progress=False, eval_size="model")
+    assert forced.metrics["eval_resolution"] == forced.metrics["model_input_size"]
+    overlays = collect_overlays(res[precision], e2e_models[cat, precision], k=1)
+    html = write_html_report(res[precision], tmp_path / "r.html", overlays=overlays).read_text()
+    assert "Model input (H x W)" in html and "letterbox" in html and len(overlays) == 2
+
+
+def test_eval_size_argument_checked(tile_ds):
+    from npad_edge.evaluation import _eval_resolution
+
+    class S:
+        input_size = (64, 96)
+
+    paths = [s.path for s in tile_ds.test]
+    assert _eval_resolution("native", S(), paths) == (None, "native")
+    assert _eval_resolution("model", S(), paths) == ((64, 96), "model")
+    assert _eval_resolution(32, S(), paths) == ((32, 32), "explicit")
+    assert _eval_resolution((32, 48), S(), paths) == ((32, 48), "explicit")
+    assert _eval_resolution(None, S(), paths)[0] is None
+    assert _eval_resolution(None, S(), paths[:1])[0] == (64, 96)
+    for bad in ("big", 0, (1, 2, 3), True):
+        with pytest.raises(InvalidInputError):
+            _eval_resolution(bad, S(), paths)
+
+
+# ----------------------------------------------------------------------------- old square models
+def test_square_resize_model_unchanged_without_the_new_fields(bottle_ds, tmp_path):
+    """A square model (the old default) gives the same result with and without the new manifest
+    fields (as written before them), and equals the pre-geometry computation done by hand."""
+    pytest.importorskip("torch")
+    import shutil
+
+    from npad_edge import Detector
+    from npad_edge.data import read_image
+    from npad_edge.methods import method_class
+    from npad_edge.pipeline import TorchBackend, fit_model
+    from npad_edge.postprocess import anomaly_maps
+
+    path = fit_model(bottle_ds, tmp_path / "sq", image_size=64, holdout=2, method_settings={"coreset": 0.1},
+                     progress=False)
+    assert artifact.read_manifest(path).preprocess.image_size == [64, 64]
+    old = tmp_path / "old"
+    shutil.copytree(path, old)
+    raw = json.loads((old / "manifest.json").read_text())
+    for k in ("aspect_rule", "letterbox_fill", "size_derivation"):
+        del raw["preprocess"][k]
+    (old / "manifest.json").write_text(json.dumps(raw, indent=2))
+    new_det, old_det = Detector.load(path, threads=2), Detector.load(old, threads=2)
+    loaded = artifact.load_model(old)
+    from npad_edge.backbones import FeatureExtractor
+
+    be = TorchBackend(FeatureExtractor.from_config(loaded.manifest.backbone.config))
+    method = method_class("patchcore").from_state(loaded.manifest.method.settings, loaded.arrays)
+    img = np.ascontiguousarray(read_image(bottle_ds.test[-1].path)[::2, ::3])   # 450 x 300: not square
+    a, b = new_det(img), old_det(img)
+    patch, score = method.score(be.extract(img[None]))
+    ref = anomaly_maps(patch, (64, 64), img.shape[:2], 4.0)[0]
+    assert a.score == b.score == pytest.approx(float(score[0]), rel=1e-6)
+    assert np.array_equal(a.anomaly_map, b.anomaly_map)
+    np.testing.assert_allclose(a.anomaly_map, ref, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------- CLI
+@pytest.mark.parametrize("value", ["abc", "16", "640x", "640x256x3", "0x64"])
+def test_cli_fit_refuses_bad_image_sizes(value, tmp_path, capsys, bottle_dir):
+    from npad_edge import cli
+
+    rc = cli.main(["fit", "--data", str(bottle_dir), "--out", str(tmp_path / "m"), "--image-size", value])
+    assert rc == 2 and "--image-size" in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+@pytest.mark.parametrize("value", ["huge", "4", "64x"])
+def test_cli_eval_refuses_bad_eval_sizes(value, tmp_path, capsys, bottle_dir):
+    from npad_edge import cli
+
+    rc = cli.main(["eval", "--model", str(FROZEN_V1), "--data", str(bottle_dir), "--eval-size", value])
+    assert rc == 2 and "--eval-size" in capsys.readouterr().err
+
+
+def test_cli_fit_explicit_size_and_letterbox(tile_ds, tmp_path, capsys):
+    pytest.importorskip("torch")
+    from npad_edge import cli
+
+    data = tmp_path / "data" / "train" / "good"
+    data.mkdir(parents=True)
+    for p in tile_ds.train[:6]:
+        (data / Path(p).name).symlink_to(p)
+    rc = cli.main(["fit", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "m"), "--image-size", "96x64",
+                   "--aspect-rule", "letterbox", "--letterbox-fill", "edge", "--weights", "random",
+                   "--coreset", "0.1", "-q"])
+    assert rc == 0, capsys.readouterr().err
+    m = artifact.read_manifest(tmp_path / "m")
+    assert m.preprocess.image_size == [96, 64] and m.preprocess.size_derivation["rule"] == "explicit"
+    assert (m.preprocess.aspect_rule, m.preprocess.letterbox_fill) == ("letterbox", "edge")

@@ -92,7 +92,8 @@ def calibration_images(calib: PathLike) -> list[Path]:
 
 def quantize_backbone(model, images: Sequence[PathLike], *, subset: int = 300, preset: str = QUANT_PRESET,
                       ignored_types: Sequence[str] = QUANT_IGNORED_TYPES, float_tail: bool = False,
-                      float_stem: bool = True, fast_bias_correction: bool = False, progress: bool = True):
+                      float_stem: bool = True, fast_bias_correction: bool = False, progress: bool = True,
+                      prepare=None):
     """INT8 post-training quantization of a converted backbone with NNCF.
 
     ``images``: paths of nominal images, decoded one by one as the calibration set (at their
@@ -101,6 +102,8 @@ def quantize_backbone(model, images: Sequence[PathLike], *, subset: int = 300, p
     feature grid, e.g. 16x16 for a 32x32 grid) in float. ``float_stem`` (default): keep the
     first convolution (on the normalised image) in float. ``fast_bias_correction``: NNCF's
     fast bias correction, or (default) the slower full one, which keeps PRO near FP32.
+    ``prepare``: ``(H, W, 3) uint8 -> (H', W', 3) uint8`` applied to each decoded image before
+    the graph, as the runtime does (the letterbox of a model with ``aspect_rule`` "letterbox").
     Returns the quantized ``openvino.Model``.
     """
     import nncf
@@ -118,7 +121,8 @@ def quantize_backbone(model, images: Sequence[PathLike], *, subset: int = 300, p
         convs = [op for op in model.get_ordered_ops() if op.get_type_name() in ("Convolution", "GroupConvolution")]
         names += [convs[0].get_friendly_name()] if convs else []
     ignored = nncf.IgnoredScope(types=[t for t in ignored_types if t in present], names=names, validate=False)
-    dataset = nncf.Dataset(images, lambda p: read_image(p)[None])
+    dataset = nncf.Dataset(images, (lambda p: read_image(p)[None]) if prepare is None else
+                           (lambda p: prepare(read_image(p))[None]))
     if not progress:
         nncf.set_log_level(logging.WARNING)
     # NNCF draws its own progress bars on the console; with progress off they are captured.
@@ -210,7 +214,8 @@ def export_model(model: PathLike, out: PathLike, *, precision: str = "fp32", cal
         n = min(subset, len(calib_files))
         log.info("INT8 calibration on %d of %d images from %s", n, len(calib_files), calib)
         opts = {**QUANT_DEFAULTS, **dict(int8_options or {})}
-        ov_model = quantize_backbone(ov_model, calib_files, subset=subset, progress=progress, **opts)
+        ov_model = quantize_backbone(ov_model, calib_files, subset=subset, progress=progress,
+                                     prepare=_host_preprocess(m), **opts)
         calibration = {
             "method": "nncf.quantize (post-training)",
             "n_images": n,
@@ -218,6 +223,7 @@ def export_model(model: PathLike, out: PathLike, *, precision: str = "fp32", cal
             **{k: list(v) if isinstance(v, (tuple, list)) else v for k, v in opts.items()},
             # The folder's last parts ("bottle/train/good"), not the machine's absolute path.
             "source": "/".join(calib_files[0].parent.resolve().parts[-3:]),
+            "aspect_rule": m.preprocess.aspect_rule,   # the images were prepared as at inference
         }
     # After quantization, so that NNCF never sees (and never quantizes) the resize's ops.
     n_resize = replace_pillow_resize(ov_model)
@@ -248,6 +254,18 @@ def export_model(model: PathLike, out: PathLike, *, precision: str = "fp32", cal
             overwrite=overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _host_preprocess(manifest):
+    """What the runtime does to an image on the host before the IR (None: nothing): the
+    letterbox of ``preprocess.aspect_rule`` "letterbox" (``npad_edge.data.geometry``)."""
+    pp = manifest.preprocess
+    if pp.aspect_rule != "letterbox":
+        return None
+    from ..data.geometry import letterbox
+
+    hw, fill, mean = tuple(pp.image_size), pp.letterbox_fill, list(pp.mean)
+    return lambda image: letterbox(image, hw, fill=fill, mean=mean)[0]
 
 
 def _parity_check(extractor, ov_model, precision: str, image_path: Path | None) -> dict[str, Any]:

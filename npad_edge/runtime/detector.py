@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
+from ..data.geometry import Placement, Tiling, letterbox, merge_tiles, tile_grid
 from ..errors import DeviceError, InvalidInputError, ModelFormatError, NpadError
 from . import _openvino
 
@@ -129,6 +130,12 @@ class Detector:
     model on the CPU (torch), ``torch.set_num_threads(threads)`` when ``threads`` is given
     and ``OMP_WAIT_POLICY=PASSIVE`` set (unless already set) before torch is first imported
     (``runtime/_torch.py``). An exported model on OpenVINO changes nothing outside itself.
+        tiling: serve frames much larger than the model input by tiles
+            (``npad_edge.data.geometry.Tiling``; a number is ``Tiling(scale=number)``): the frame
+            is cut into overlapping tiles of ``scale`` x the model input (or ``size``) in source
+            pixels, each scored at the model input, maps merged (max in overlaps by default),
+            image score the maximum over tiles. A frame within one tile is that one tile,
+            identical to the untiled path. None (default): the whole frame is resized.
         compiled_cache: an ``_openvino.CompiledModelCache`` shared by several Detectors: models
             whose IR files have the same sha256 (manifest, verified on load) share one compiled
             backbone (npad_edge.fleet serves many parts this way). None: compile privately.
@@ -143,7 +150,7 @@ class Detector:
     def __init__(self, path: Union[str, "os.PathLike[str]"], device: str = "CPU", *,
                  threads: int | None = None, hint: str = "latency",
                  inference_precision: str | None = None, num_requests: int | None = None,
-                 blas_threads: int | None = 1,
+                 blas_threads: int | None = 1, tiling: "Tiling | float | None" = None,
                  compiled_cache: "_openvino.CompiledModelCache | None" = None) -> None:
         from .. import artifact
 
@@ -172,6 +179,11 @@ class Detector:
         pix = m.extra.get("pixel_threshold")
         self.pixel_threshold = float(pix) if isinstance(pix, (int, float)) and not isinstance(pix, bool) else self.threshold
         self.input_size: tuple[int, int] = (int(m.preprocess.image_size[0]), int(m.preprocess.image_size[1]))
+        # Mixed-aspect rule (data.geometry): letterbox pads on the host before the backbone.
+        self.aspect_rule: str = m.preprocess.aspect_rule
+        self._letterbox = (m.preprocess.letterbox_fill, list(m.preprocess.mean)) \
+            if self.aspect_rule == "letterbox" else None
+        self.tiling: Tiling | None = _check_tiling(tiling)
         self.sigma = _map_sigma(m.extra)
         self.method = _build_method(m, loaded.arrays, loaded.root)
         _bind_search_threads(self.method, threads)
@@ -222,12 +234,15 @@ class Detector:
         image, t_decode = self._decode(image)
         t1 = _now()
         check_image(image)
-        batch = image[None]
+        if self.tiling is not None:
+            return self._predict_tiled(image, t0, t_decode)
+        x, place = self._place(image)
+        batch = x[None]
         t2 = _now()
         features = self.backbone.extract(batch)
         t3 = _now()
-        return self._finish(features, [image.shape[:2]], {"decode": t_decode, "preprocess": t2 - t1,
-                                                          "backbone": t3 - t2}, t0)[0]
+        return self._finish(features, [place], {"decode": t_decode, "preprocess": t2 - t1,
+                                                "backbone": t3 - t2}, t0)[0]
 
     def predict_batch(self, images: Union[Sequence[ImageLike], np.ndarray]) -> list[Prediction]:
         """Score several images; one backbone call when they share a size. Returns a list.
@@ -249,15 +264,19 @@ class Detector:
             check_image(img, f"images[{i}]")
             decoded.append(img)
             t_decode += t
-        if len({im.shape for im in decoded}) > 1:
-            # Different sizes cannot share one tensor: one call each.
+        if len({im.shape for im in decoded}) > 1 or self.tiling is not None:
+            # Different sizes cannot share one tensor (and tiles are batched per frame): one call each.
             return [self.predict(im) for im in decoded]
         t1 = _now()
-        batch = images if isinstance(images, np.ndarray) else np.stack(decoded)
+        placed = [self._place(im) for im in decoded]
+        if placed[0][1].padded:
+            batch = np.stack([x for x, _ in placed])
+        else:
+            batch = images if isinstance(images, np.ndarray) else np.stack(decoded)
         t2 = _now()
         features = self.backbone.extract(batch)
         t3 = _now()
-        return self._finish(features, [im.shape[:2] for im in decoded],
+        return self._finish(features, [p for _, p in placed],
                             {"decode": t_decode, "preprocess": t2 - t1, "backbone": t3 - t2}, t0)
 
     def warmup(self, image_size: tuple[int, int] | None = None, batch: int = 1) -> None:
@@ -305,8 +324,12 @@ class Detector:
             fut.set_exception(e)
             return fut
         queue = self._ensure_async()
+        if self.tiling is not None:  # several backbone calls per frame: the whole predict in a worker
+            self._executor.submit(self._run_tiled, image, fut, callback, userdata)  # type: ignore[union-attr]
+            return fut
         t1 = _now()
-        ctx = (fut, image.shape[:2], callback, userdata, t0, t_decode, t1)
+        image, place = self._place(image)
+        ctx = (fut, place, callback, userdata, t0, t_decode, t1)
         if queue is None:  # torch backbone: no OpenVINO queue, run the whole predict in a worker
             self._executor.submit(self._run_sync, image, ctx)  # type: ignore[union-attr]
         else:
@@ -380,6 +403,22 @@ class Detector:
         except BaseException as e:  # noqa: BLE001
             _set_exception(fut, e)
 
+    def _run_tiled(self, image: np.ndarray, fut: Future, callback, userdata) -> None:
+        try:
+            pred = self.predict(image)
+        except BaseException as e:  # noqa: BLE001
+            _set_exception(fut, e)
+            return
+        if callback is not None:
+            try:
+                callback(pred, userdata)
+            except BaseException as e:  # noqa: BLE001
+                log.exception("Detector.submit callback raised; the exception is set on the future")
+                _set_exception(fut, e)
+                return
+        if not fut.done():
+            fut.set_result(pred)
+
     def _complete(self, features: np.ndarray, ctx, t_backbone_done: float) -> None:
         fut, hw, callback, userdata, t0, t_decode, t1 = ctx
         try:
@@ -420,8 +459,15 @@ class Detector:
                 for i in range(b)]
 
     def _finish(self, features: np.ndarray, sizes: list, timings: dict, t0: float) -> list[Prediction]:
+        # sizes: per image its (h, w) or a geometry.Placement (letterbox: the map is made at the
+        # padded size and cropped back to the image).
+        places = [s if isinstance(s, Placement) else Placement(tuple(s), tuple(s)) for s in sizes]
         if self._device_pipeline is not None:
-            return self._finish_on_device(features, sizes, timings, t0)
+            preds = self._finish_on_device(features, [p.padded_hw for p in places], timings, t0)
+            for p, pred in zip(places, preds):
+                if p.padded:
+                    pred.anomaly_map, pred.mask = p.crop(pred.anomaly_map), p.crop(pred.mask)
+            return preds
         from ..postprocess import anomaly_maps
 
         b = len(sizes)
@@ -429,10 +475,11 @@ class Detector:
         patch, image_scores = self.method.score(features)
         t4 = _now()
         preds = []
-        if len(set(sizes)) == 1:
-            maps = anomaly_maps(patch, self.input_size, tuple(sizes[0]), self.sigma)
+        if len({p.padded_hw for p in places}) == 1:
+            maps = anomaly_maps(patch, self.input_size, places[0].padded_hw, self.sigma)
         else:
-            maps = [anomaly_maps(patch[i], self.input_size, tuple(sizes[i]), self.sigma) for i in range(b)]
+            maps = [anomaly_maps(patch[i], self.input_size, places[i].padded_hw, self.sigma) for i in range(b)]
+        maps = [p.crop(maps[i]) for i, p in enumerate(places)]
         masks = [maps[i] >= self.pixel_threshold for i in range(b)]
         t5 = _now()
         per = {k: v / b for k, v in timings.items()}
@@ -442,6 +489,63 @@ class Detector:
             preds.append(Prediction(score=s, is_anomalous=bool(s >= self.threshold), anomaly_map=maps[i],
                                     mask=masks[i], timings={k: per[k] for k in STAGES}))
         return preds
+
+
+    # ---------------------------------------------------------------- geometry
+
+    def _place(self, image: np.ndarray) -> tuple[np.ndarray, Placement]:
+        """The array the backbone sees for ``image`` and where the image sits in it: the image
+        itself (aspect rule "resize": the in-graph resize squashes), or letterboxed."""
+        if self._letterbox is None:
+            return image, Placement(image.shape[:2], image.shape[:2])
+        fill, mean = self._letterbox
+        return letterbox(image, self.input_size, fill=fill, mean=mean)
+
+    def _predict_tiled(self, image: np.ndarray, t0: float, t_decode: float) -> Prediction:
+        """Score ``image`` by tiles (``self.tiling``): tiles of one size, batched through the
+        backbone in chunks, each scored like a frame of its own, maps merged at full size."""
+        tiling = self.tiling
+        t1 = _now()
+        tiles = tile_grid(image.shape[:2], tiling.tile_hw(self.input_size), tiling.overlap)
+        placed = [self._place(np.ascontiguousarray(image[y:y + h, x:x + w])) for y, x, h, w in tiles]
+        preds: list[Prediction] = []
+        t_backbone, t_pre = 0.0, (_now() - t1) + (t1 - t0 - t_decode)   # checks + cutting
+        for s in range(0, len(placed), _TILE_BATCH):
+            chunk = placed[s:s + _TILE_BATCH]
+            ta = _now()
+            batch = chunk[0][0][None] if len(chunk) == 1 else np.stack([x for x, _ in chunk])
+            tb = _now()
+            features = self.backbone.extract(batch)
+            tc = _now()
+            t_pre += tb - ta
+            t_backbone += tc - tb
+            preds += self._finish(features, [p for _, p in chunk], {"decode": 0.0, "preprocess": 0.0,
+                                                                      "backbone": 0.0}, tc)
+        t4 = _now()
+        amap = merge_tiles(image.shape[:2], tiles, [p.anomaly_map for p in preds], tiling.merge)
+        mask = amap >= self.pixel_threshold
+        score = max(p.score for p in preds)
+        t5 = _now()
+        timings = {"decode": t_decode, "preprocess": t_pre, "backbone": t_backbone,
+                   "search": sum(p.timings["search"] for p in preds),
+                   "postprocess": sum(p.timings["postprocess"] for p in preds) + (t5 - t4), "total": t5 - t0}
+        return Prediction(score=float(score), is_anomalous=bool(score >= self.threshold), anomaly_map=amap,
+                          mask=mask, timings={k: timings[k] for k in STAGES})
+
+
+#: Tiles per backbone call when tiling (bounds the batch's memory; one compiled shape).
+_TILE_BATCH = 8
+
+
+def _check_tiling(tiling: Any) -> "Tiling | None":
+    if tiling is None or isinstance(tiling, Tiling):
+        return tiling
+    if isinstance(tiling, (int, float)) and not isinstance(tiling, bool):
+        return Tiling(scale=float(tiling))
+    if isinstance(tiling, dict):
+        return Tiling(**tiling)
+    raise InvalidInputError(f"tiling must be a geometry.Tiling, a scale (number), a dict of Tiling's fields or "
+                            f"None, got {tiling!r}")
 
 
 def _ir_key(manifest) -> tuple:
