@@ -40,7 +40,7 @@ def test_full_bottle(method, bottle_dir, tmp_path):
     assert good_flagged <= 4, (good_flagged, m["threshold"])
     # The work the fit did, counted (its duration is a benchmark figure, not a test): every
     # train image extracted once, the hold-out kept out of the fit, and for PatchCore a bank
-    # of exactly the configured coreset fraction of the fitted patches.
+    # of exactly the configured coreset fraction of the fitted patches (capped at coreset_max).
     extra = man.extra
     assert extra["n_train_images"] == 209
     n_hold = man.threshold.n_images
@@ -49,4 +49,8 @@ def test_full_bottle(method, bottle_dir, tmp_path):
         d, h, w = extra["feature_shape"]
         lm = artifact.load_model(path)
         n_patches = extra["n_fit_images"] * h * w
-        assert lm.arrays["bank"].shape == (max(1, round(man.method.settings["coreset"] * n_patches)), d)
+        st = man.method.settings
+        want = max(1, round(st["coreset"] * n_patches))
+        if st.get("coreset_max") is not None:
+            want = min(want, st["coreset_max"])
+        assert lm.arrays["bank"].shape == (want, d)
