@@ -30,3 +30,18 @@ def torch_hub_dir() -> Path:
     if not TORCH_HUB.is_dir():
         pytest.skip(f"shared torch hub cache not found at {TORCH_HUB}")
     return TORCH_HUB
+
+
+@pytest.fixture(autouse=True)
+def _default_sigint():
+    """Every test starts with Python's own SIGINT handler, and gets it back afterwards.
+
+    A library started by an earlier test (Ray, in the fleet tests) can leave SIGINT ignored or
+    handled process-wide; Ctrl-C tests in this process, and subprocesses that inherit an
+    ignored SIGINT, would then never see KeyboardInterrupt (seen: a hung coreset test and a CLI
+    fit that ran to completion after SIGINT in a full-suite run).
+    """
+    import signal
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, signal.default_int_handler)
