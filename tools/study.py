@@ -33,6 +33,9 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
 DEFAULT_CACHE = Path(os.environ.get("NPAD_STUDY_CACHE", "/tmp/npad_study"))
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from ablate_npad import parse_config  # noqa: E402
+
 
 def categories(root: Path = SHARED) -> list[Path]:
     """Every MVTec-layout category under ``root`` (folders with train/good), sorted by name."""
@@ -144,20 +147,6 @@ def run_config(method: str, settings: dict, train, test, masks, labels, hw, seed
             "pixel_auroc": pm["pixel_auroc"], "pro": pm["pro"], "fit_s": fit_s, "score_ms": score_ms,
             "fit_peak_mb": peak / 2**20, "state_mb": m.state_nbytes() / 2**20,
             "bank": int(bank.shape[0]) if bank is not None else None}
-
-
-def parse_config(text: str) -> dict:
-    out = {}
-    for part in filter(None, text.split(",")):
-        k, _, val = part.partition("=")
-        if val.strip() in ("None", "none"):
-            out[k.strip()] = None
-            continue
-        try:
-            out[k.strip()] = json.loads(val)
-        except json.JSONDecodeError:
-            out[k.strip()] = val.strip()
-    return out
 
 
 def main(argv=None) -> int:
