@@ -43,7 +43,7 @@ def categories(root: Path = SHARED) -> list[Path]:
     return sorted(out, key=lambda p: p.name)
 
 
-def derive_size(train_paths, short: int, multiple: int = 32) -> tuple[int, int]:
+def derive_size(train_paths, short: int, multiple: int = 32, orient: str = "keep") -> tuple[int, int]:
     from PIL import Image
     ar = []
     for p in train_paths:
@@ -51,21 +51,31 @@ def derive_size(train_paths, short: int, multiple: int = 32) -> tuple[int, int]:
             w, h = im.size
         ar.append(h / w)
     a = float(np.median(ar))
+    if orient == "auto":   # canonical orientation: the long-side ratio, the majority's orientation
+        r = float(np.median([max(v, 1 / v) for v in ar]))
+        portrait = sum(v > 1 for v in ar) >= sum(v < 1 for v in ar)
+        a = r if portrait else 1 / r
     if a >= 1:
         return (max(multiple, int(round(short * a / multiple)) * multiple), short)
     return (short, max(multiple, int(round(short / a / multiple)) * multiple))
 
 
+def turn(shape, hw) -> bool:
+    """orient=auto: an image is turned a quarter when its orientation disagrees with the model's."""
+    h, w = shape[:2]
+    return h != w and hw[0] != hw[1] and ((h > w) != (hw[0] > hw[1]))
+
+
 def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=None, feature_dim=None,
-                rule: str = "resize"):
+                rule: str = "resize", orient: str = "keep"):
     """(train (N,D,h,w) f32, test (M,D,h,w) f32, masks (M,H,W) bool, labels (M,), (H, W), extract s/img)."""
     from npad_edge.data import load_dataset, load_test_masks, read_image
     from npad_edge.postprocess import resize_mask
 
     ds = load_dataset(cat)
-    hw = tuple(size) if size else derive_size(ds.train, short)
+    hw = tuple(size) if size else derive_size(ds.train, short, orient=orient)
     tag = (f"{backbone}_{hw[0]}x{hw[1]}" + (("_" + "-".join(taps)) if taps else "") + (f"_d{feature_dim}" if feature_dim else "")
-           + ("" if rule == "resize" else f"_{rule}"))
+           + ("" if rule == "resize" else f"_{rule}") + ("" if orient == "keep" else f"_o{orient}"))
     d = cache / cat.name / tag
     if not (d / "test.npy").exists():
         d.mkdir(parents=True, exist_ok=True)
@@ -78,11 +88,15 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
             from npad_edge.data.geometry import letterbox
             fill = rule.split("-")[1]
             read = lambda p: letterbox(read_image(p), hw, fill=fill)[0]  # noqa: E731
+        if orient == "auto":
+            base = read or read_image
+            read = lambda p: (lambda im: np.ascontiguousarray(np.rot90(im)) if turn(im.shape, hw) else im)(base(p))  # noqa: E731
         t0 = time.perf_counter()
         tr = extract_features(be, ds.train, 8, progress=True, read=read)
         t_train = (time.perf_counter() - t0) / len(ds.train)
         te = extract_features(be, [s.path for s in ds.test], 8, progress=True, read=read)
-        masks = np.stack([resize_mask(m.astype(bool), hw) for m in load_test_masks(ds)])
+        masks = np.stack([resize_mask((np.rot90(m) if orient == "auto" and turn(m.shape, hw) else m).astype(bool), hw)
+                          for m in load_test_masks(ds)])
         np.save(d / "train.npy", tr)
         np.save(d / "test.npy", te)
         np.save(d / "masks.npy", masks)
@@ -103,11 +117,14 @@ def own_masks(cat: Path):
     return _OWN[cat]
 
 
-def maps_at_own_size(patch, hw, masks_own, rule: str, sigma: float):
+def maps_at_own_size(patch, hw, masks_own, rule: str, sigma: float, orient: str = "keep"):
     from npad_edge.postprocess import anomaly_maps
     out = []
     for p, m in zip(patch, masks_own):
-        if rule == "resize":
+        if orient == "auto" and turn(m.shape, hw):
+            mt = np.rot90(m)
+            out.append(np.ascontiguousarray(np.rot90(maps_at_own_size(p[None], hw, [mt], rule, sigma)[0], -1)))
+        elif rule == "resize":
             out.append(anomaly_maps(p[None], hw, m.shape, sigma=sigma)[0])
         else:
             from npad_edge.data.geometry import letterbox_box
@@ -117,7 +134,7 @@ def maps_at_own_size(patch, hw, masks_own, rule: str, sigma: float):
 
 
 def run_config(method: str, settings: dict, train, test, masks, labels, hw, seed: int = 0, sigma: float = 4.0,
-               own=None, rule: str = "resize") -> dict:
+               own=None, rule: str = "resize", orient: str = "keep") -> dict:
     from npad_edge import metrics
     from npad_edge.methods import get_method
     from npad_edge.postprocess import anomaly_maps
@@ -138,7 +155,7 @@ def run_config(method: str, settings: dict, train, test, masks, labels, hw, seed
     score_ms = (time.perf_counter() - t0) * 1000 / test.shape[0]
     patch, image = np.concatenate(patches), np.concatenate(images)
     if own is not None:
-        pm = metrics.pixel_metrics(own, maps_at_own_size(patch, hw, own, rule, sigma))
+        pm = metrics.pixel_metrics(own, maps_at_own_size(patch, hw, own, rule, sigma, orient))
     else:
         maps = anomaly_maps(patch, hw, hw, sigma=sigma)
         pm = metrics.pixel_metrics(list(masks), list(maps))
@@ -165,6 +182,7 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--label", default="")
     ap.add_argument("--rule", default="resize", help="resize | letterbox-mean | letterbox-edge (npad_edge.data.geometry)")
+    ap.add_argument("--orient", default="keep", help="keep | auto: turn images a quarter to the model's orientation")
     ap.add_argument("--eval", default="model", help="model: maps/masks at the model input size; own: at each image's size")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))
@@ -178,13 +196,13 @@ def main(argv=None) -> int:
             rows = []
             for cat in cats:
                 train, test, masks, labels, hw, ex = load_cached(cat, args.backbone, args.short, taps, args.cache, size,
-                                                                 args.feature_dim, args.rule)
+                                                                 args.feature_dim, args.rule, args.orient)
                 own = own_masks(cat) if args.eval == "own" else None
                 r = run_config(args.method, parse_config(c), train, test, masks, labels, hw, args.seed, args.sigma,
-                               own, args.rule)
+                               own, args.rule, args.orient)
                 r.update(category=cat.name, hw=list(hw), backbone=args.backbone, taps=taps, short=args.short,
                          extract_ms=1000 * ex, D=int(train.shape[1]), config=c, label=args.label, sigma=args.sigma,
-                         rule=args.rule, eval=args.eval)
+                         rule=args.rule, eval=args.eval, orient=args.orient)
                 rows.append(r)
                 print(f"| {args.label} {args.method} {c or 'defaults'} | {cat.name} {hw[0]}x{hw[1]} | "
                       f"{100 * r['image_auroc']:.2f} | {100 * r['pixel_auroc']:.2f} | {100 * r['pro']:.2f} | "
