@@ -24,6 +24,7 @@ from .errors import InvalidInputError
 __all__ = [
     "isa",
     "available_isas",
+    "cpu_features",
     "set_isa",
     "FlatIndex",
     "HnswIndex",
@@ -51,6 +52,15 @@ def isa() -> str:
 def available_isas() -> list:
     """Kernel sets usable on this machine, best first; ``"scalar"`` is always last."""
     return list(_core.available_isas())
+
+
+def cpu_features() -> dict:
+    """CPU features detected at run time (CPUID, XCR0 and, for AMX, the Linux permission
+    request): ``avx2_fma_f16c``, ``avx512`` (F/BW/DQ/VL with OS support), ``avx512_bf16``,
+    ``avx512_vnni``, ``amx_tile``, ``amx_bf16``, ``amx_int8``, ``amx_usable`` (tile state enabled
+    by the OS and granted to this process), ``neon``. The kernel sets in use are
+    :func:`available_isas`; these say which compact-kernel features this CPU offers."""
+    return dict(_core.cpu_features())
 
 
 def set_isa(name: Optional[str]) -> None:

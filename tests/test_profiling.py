@@ -67,6 +67,9 @@ def test_info():
     assert d["npad_edge"] and d["versions"]["numpy"] and d["versions"]["openvino"]
     assert "CPU" in d["openvino_devices"]
     assert d["search"]["isa"] in d["search"]["available_isas"]
+    from npad_edge import search
+
+    assert d["search"]["cpu_features"] == search.cpu_features()
     json.dumps(d)
 
 

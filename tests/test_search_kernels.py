@@ -238,3 +238,38 @@ def test_neon_kernels_under_qemu(tmp_path):
     out = subprocess.run([qemu, exe], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "neon: bit-identical to scalar" in out.stdout, out.stdout
+
+
+def _cpuinfo_flags():
+    import platform
+
+    if platform.system() != "Linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        return None
+    return None
+
+
+def test_cpu_features_agree_with_the_kernel():
+    """The run-time detection of the compact-kernel features (CPUID + XCR0) agrees with what
+    the Linux kernel reports in /proc/cpuinfo, on whatever CPU this runs."""
+    f = search.cpu_features()
+    assert set(f) == {"avx2_fma_f16c", "avx512", "avx512_bf16", "avx512_vnni", "amx_tile",
+                      "amx_bf16", "amx_int8", "amx_usable", "neon"}
+    assert all(isinstance(v, bool) for v in f.values())
+    assert not f["amx_usable"] or f["amx_tile"]
+    assert f["avx512"] == ("avx512" in search.available_isas())
+    flags = _cpuinfo_flags()
+    if flags is None:
+        pytest.skip("no /proc/cpuinfo flags on this platform")
+    avx512 = {"avx512f", "avx512bw", "avx512dq", "avx512vl"} <= flags
+    assert f["avx512"] == avx512
+    assert f["avx512_bf16"] == (avx512 and "avx512_bf16" in flags)
+    assert f["avx512_vnni"] == (avx512 and "avx512_vnni" in flags)
+    for name in ("amx_tile", "amx_bf16", "amx_int8"):
+        assert f[name] == (name in flags), name

@@ -265,6 +265,20 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("isa", [] { return std::string(active_kernels().name); }, "Name of the kernel set calls use now.");
     m.def("available_isas", &available_isas, "Instruction sets usable on this machine, best first.");
+    m.def("cpu_features", [] {
+        const CpuFeatures& f = cpu_features();
+        py::dict d;
+        d["avx2_fma_f16c"] = f.avx2_fma_f16c;
+        d["avx512"] = f.avx512;
+        d["avx512_bf16"] = f.avx512_bf16;
+        d["avx512_vnni"] = f.avx512_vnni;
+        d["amx_tile"] = f.amx_tile;
+        d["amx_bf16"] = f.amx_bf16;
+        d["amx_int8"] = f.amx_int8;
+        d["amx_usable"] = f.amx_usable;
+        d["neon"] = f.neon;
+        return d;
+    }, "CPU features the kernels detect at run time (not what they were compiled for).");
     m.def("set_isa", &set_isa, py::arg("name"), "Force an instruction set ('' or 'auto' for the default).");
     m.def("tile_shape", [] { return py::make_tuple(kMR, kNR); });
 

@@ -10,6 +10,10 @@
 #include <cpuid.h>
 #define NPAD_X86 1
 #endif
+#if defined(NPAD_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
 
 namespace npad {
 namespace {
@@ -39,6 +43,20 @@ CpuFeatures detect() {
     const bool avx512bw = b & (1u << 30), avx512vl = b & (1u << 31);
     f.avx2_fma_f16c = ymm_os && avx2 && fma && f16c;
     f.avx512 = f.avx2_fma_f16c && zmm_os && avx512f && avx512dq && avx512bw && avx512vl;
+    f.avx512_vnni = f.avx512 && (c & (1u << 11));
+    f.amx_bf16 = d & (1u << 22);
+    f.amx_tile = d & (1u << 24);
+    f.amx_int8 = d & (1u << 25);
+    if (__get_cpuid_count(7, 1, &a, &b, &c, &d)) f.avx512_bf16 = f.avx512 && (a & (1u << 5));
+    if (f.amx_tile) {
+        const bool tile_os = (xcr0 & (3ull << 17)) == (3ull << 17);
+        bool permitted = false;
+#if defined(__linux__)
+        // ARCH_REQ_XCOMP_PERM = 0x1023, XFEATURE_XTILEDATA = 18 (Linux >= 5.16).
+        permitted = syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+#endif
+        f.amx_usable = tile_os && permitted;
+    }
 #elif defined(__aarch64__)
     f.neon = true;
 #endif

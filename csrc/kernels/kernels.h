@@ -64,6 +64,17 @@ struct CpuFeatures {
     bool avx2_fma_f16c = false;
     bool avx512 = false;  // F, BW, DQ, VL and OS support for the ZMM state
     bool neon = false;
+    // Features of the compact (bf16 / int8) kernels, detected and reported; used only where a
+    // kernel for them is compiled in. AVX512-BF16: VDPBF16PS; AVX512-VNNI: VPDPBUSD.
+    bool avx512_bf16 = false;
+    bool avx512_vnni = false;
+    // AMX: CPUID says the tile unit exists; *_usable adds that the OS enabled the tile state
+    // (XCR0 bits 17-18) and granted this process permission (Linux arch_prctl
+    // ARCH_REQ_XCOMP_PERM, requested once at detection).
+    bool amx_tile = false;
+    bool amx_bf16 = false;
+    bool amx_int8 = false;
+    bool amx_usable = false;
 };
 const CpuFeatures& cpu_features();
 
