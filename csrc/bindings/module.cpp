@@ -15,6 +15,7 @@
 #include "../coreset/greedy.h"
 #include "../coreset/random.h"
 #include "../index/flat_index.h"
+#include "../kernels/compact.h"
 #include "../kernels/kernels.h"
 
 namespace py = pybind11;
@@ -77,16 +78,18 @@ int check_threads(int threads) {
 
 class PyFlatIndex {
 public:
-    PyFlatIndex(const py::array& bank, const std::string& dtype) {
+    PyFlatIndex(const py::array& bank, const std::string& dtype, const std::string& compute) {
         check_array<float>(bank, "bank", 2);
         const Storage s = storage_from_name(dtype);
+        const Compute c = compute_from_name(compute);
         const auto n = static_cast<std::size_t>(bank.shape(0)), d = static_cast<std::size_t>(bank.shape(1));
         const float* p = static_cast<const float*>(bank.data());
         py::gil_scoped_release nogil;
-        index_ = std::make_unique<FlatIndex>(p, n, d, s);
+        index_ = std::make_unique<FlatIndex>(p, n, d, s, c);
     }
 
-    py::tuple search(const py::array& queries, long long k, int threads) {
+    py::tuple search(const py::array& queries, long long k, int threads, long long rerank) {
+        if (rerank < 0) throw InvalidInput("rerank must be >= 0; got " + std::to_string(rerank));
         check_array<float>(queries, "queries", 2);
         check_threads(threads);
         if (static_cast<std::size_t>(queries.shape(1)) != index_->dim())
@@ -104,7 +107,8 @@ public:
         Control ctl(poll.fn());
         try {
             py::gil_scoped_release nogil;
-            index_->search(q, m, static_cast<std::size_t>(k), threads, dp, ip, ctl);
+            index_->search(q, m, static_cast<std::size_t>(k), threads, dp, ip, ctl,
+                           static_cast<std::size_t>(rerank));
         } catch (const Cancelled&) {
             poll.rethrow();
             throw;
@@ -115,6 +119,7 @@ public:
     std::size_t ntotal() const { return index_->ntotal(); }
     std::size_t dim() const { return index_->dim(); }
     std::string dtype() const { return storage_name(index_->storage()); }
+    std::string compute() const { return compute_name(index_->compute()); }
     std::size_t memory_bytes() const { return index_->memory_bytes(); }
 
 private:
@@ -242,6 +247,62 @@ py::object kernel_call(const std::string& isa, const std::string& op, py::args a
         K.tile(pq, xa.data(), qp.shape(0), qn, xn, thr, out.mutable_data(), mask.mutable_data());
         return py::make_tuple(out, mask);
     }
+    if (op == "pack_bf16") {  // x (2 r,) float32 -> (r,) words (compact.h's rounding)
+        const py::array a = arr(0);
+        auto p = data_of<float>(a, "x", 1);
+        if (a.shape(0) % 2) throw InvalidInput("pack_bf16 needs an even length");
+        py::array_t<std::uint32_t> out(a.shape(0) / 2);
+        for (py::ssize_t r = 0; r < a.shape(0) / 2; ++r) out.mutable_data()[r] = pack_bf16_pair(p[2 * r], p[2 * r + 1]);
+        return std::move(out);
+    }
+    if (op == "tile_bf16" || op == "tile_i8") {
+        // bf16: qp (d2, 12), xp (d2, 32) uint32, qn (12,), xn (32,), thr (12,)
+        // i8:   qp (d4, 12), xp (d4, 32) uint32, qs (12,), xs (32,), xsum (32,) int32, qn, xn, thr
+        const bool i8 = op == "tile_i8";
+        const std::size_t nargs = i8 ? 8 : 5;
+        if (args.size() != nargs) throw InvalidInput(op + " takes " + std::to_string(nargs) + " arrays");
+        const py::array qp = arr(0), xp = arr(1);
+        auto pq = data_of<std::uint32_t>(qp, "qp", 2);
+        auto px = data_of<std::uint32_t>(xp, "xp", 2);
+        if (qp.shape(1) != kMR || xp.shape(1) != kNR || qp.shape(0) != xp.shape(0))
+            throw InvalidInput(op + " needs qp (dc, 12) and xp (dc, 32)");
+        avector<std::uint32_t> xa(px, px + xp.shape(0) * kNR);  // aligned loads
+        const std::size_t o = i8 ? 5 : 2;
+        const py::array aqn = arr(o), axn = arr(o + 1), athr = arr(o + 2);
+        auto qn = data_of<float>(aqn, "qn", 1);
+        auto xn = data_of<float>(axn, "xn", 1);
+        auto thr = data_of<float>(athr, "thr", 1);
+        if (aqn.shape(0) != kMR || axn.shape(0) != kNR || athr.shape(0) != kMR)
+            throw InvalidInput(op + " needs qn (12,), xn (32,) and thr (12,)");
+        py::array_t<float> out({kMR, kNR});
+        py::array_t<std::uint32_t> mask(kMR);
+        if (!i8) {
+            K.tile_bf16(pq, xa.data(), qp.shape(0), qn, xn, thr, out.mutable_data(), mask.mutable_data());
+        } else {
+            const py::array aqs = arr(2), axs = arr(3), asum = arr(4);
+            auto qs = data_of<float>(aqs, "qs", 1);
+            auto xs = data_of<float>(axs, "xs", 1);
+            auto xsum = data_of<std::int32_t>(asum, "xsum", 1);
+            if (aqs.shape(0) != kMR || axs.shape(0) != kNR || asum.shape(0) != kNR)
+                throw InvalidInput("tile_i8 needs qs (12,), xs (32,), xsum (32,)");
+            K.tile_i8(pq, xa.data(), qp.shape(0), qs, xs, xsum, qn, xn, thr, out.mutable_data(), mask.mutable_data());
+        }
+        return py::make_tuple(out, mask);
+    }
+    if (op == "gather_dots") {  // q (d,), rows (n * d,) row-major float32, cols (n,) int64
+        const py::array q = arr(0), b = arr(1), c = arr(2);
+        auto pq = data_of<float>(q, "q", 1);
+        auto pb = data_of<float>(b, "bank", 1);
+        auto pc = data_of<std::int64_t>(c, "cols", 1);
+        const std::size_t d = q.shape(0);
+        if (d == 0 || b.shape(0) % d) throw InvalidInput("rows must be whole rows of d");
+        const std::size_t ncols = b.shape(0) / d;
+        for (py::ssize_t l = 0; l < c.shape(0); ++l)
+            if (pc[l] < 0 || static_cast<std::size_t>(pc[l]) >= ncols) throw InvalidInput("cols out of range");
+        py::array_t<float> out(c.shape(0));
+        K.gather_dots(pq, pb, d, pc, c.shape(0), out.mutable_data());
+        return std::move(out);
+    }
     throw InvalidInput("unknown kernel '" + op + "'");
 }
 
@@ -283,8 +344,11 @@ PYBIND11_MODULE(_core, m) {
     m.def("tile_shape", [] { return py::make_tuple(kMR, kNR); });
 
     py::class_<PyFlatIndex>(m, "FlatIndex")
-        .def(py::init<const py::array&, const std::string&>(), py::arg("bank"), py::arg("dtype"))
-        .def("search", &PyFlatIndex::search, py::arg("queries"), py::arg("k"), py::arg("threads"))
+        .def(py::init<const py::array&, const std::string&, const std::string&>(), py::arg("bank"), py::arg("dtype"),
+             py::arg("compute") = "float32")
+        .def("search", &PyFlatIndex::search, py::arg("queries"), py::arg("k"), py::arg("threads"),
+             py::arg("rerank") = 0)
+        .def_property_readonly("compute", &PyFlatIndex::compute)
         .def_property_readonly("ntotal", &PyFlatIndex::ntotal)
         .def_property_readonly("dim", &PyFlatIndex::dim)
         .def_property_readonly("dtype", &PyFlatIndex::dtype)

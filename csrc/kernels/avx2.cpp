@@ -154,6 +154,9 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
 const Kernels kAvx2 = {
     "avx2",     Isa::Avx2,        l2sq_f32,       l2sq_f16, f16_to_f32,
     f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
+    // Compact tiles and re-rank dots: none native here; dispatch completes them with the
+    // scalar oracle's (bit-identical by definition).
+    nullptr,    nullptr,          nullptr,
 };
 
 }  // namespace

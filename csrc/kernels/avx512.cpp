@@ -6,6 +6,11 @@
 #if defined(NPAD_HAVE_AVX512)
 #include <immintrin.h>
 
+#include <algorithm>
+
+#include "avx512_epilogue.h"
+#include "fp16.h"
+
 namespace npad {
 namespace {
 
@@ -132,24 +137,60 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
     }
     // Epilogue fused into the tile: distances, clamp at 0, and the candidate mask against
     // each query's current k-th best, so the caller only visits columns that can enter.
-    const __m512 xn0 = _mm512_loadu_ps(xn), xn1 = _mm512_loadu_ps(xn + 16);
-    const __m512 m2 = _mm512_set1_ps(-2.f), zero = _mm512_setzero_ps();
-    for (int i = 0; i < kMR; ++i) {
-        const __m512 qi = _mm512_set1_ps(qn[i]);
-        const __m512 ti = _mm512_set1_ps(thr[i]);
-        const __m512 d0 = _mm512_max_ps(_mm512_fmadd_ps(m2, acc[i][0], _mm512_add_ps(qi, xn0)), zero);
-        const __m512 d1 = _mm512_max_ps(_mm512_fmadd_ps(m2, acc[i][1], _mm512_add_ps(qi, xn1)), zero);
-        _mm512_storeu_ps(out + i * kNR, d0);
-        _mm512_storeu_ps(out + i * kNR + 16, d1);
-        const std::uint32_t lo = _mm512_cmp_ps_mask(d0, ti, _CMP_LE_OQ);
-        const std::uint32_t hi = _mm512_cmp_ps_mask(d1, ti, _CMP_LE_OQ);
-        mask[i] = lo | (hi << 16);
+    epilogue_avx512(acc, qn, xn, thr, out, mask);
+}
+
+// bfloat16 tile without VDPBF16PS: the bf16 halves widened to float32 (a shift, a mask) and
+// two FMAs per word, in the instruction's order (kernels.h) -- the same bits at float32 speed.
+void tile_bf16(const std::uint32_t* qp, const std::uint32_t* xp, std::size_t d2, const float* qn,
+               const float* xn, const float* thr, float* out, std::uint32_t* mask) {
+    __m512 acc[kMR][2];
+    for (int i = 0; i < kMR; ++i) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    const __m512i himask = _mm512_set1_epi32(static_cast<int>(0xFFFF0000u));
+    for (std::size_t r = 0; r < d2; ++r) {
+        const __m512i w0 = _mm512_load_si512(xp + r * kNR), w1 = _mm512_load_si512(xp + r * kNR + 16);
+        const __m512 h0 = _mm512_castsi512_ps(_mm512_and_si512(w0, himask));
+        const __m512 h1 = _mm512_castsi512_ps(_mm512_and_si512(w1, himask));
+        const __m512 l0 = _mm512_castsi512_ps(_mm512_slli_epi32(w0, 16));
+        const __m512 l1 = _mm512_castsi512_ps(_mm512_slli_epi32(w1, 16));
+        const std::uint32_t* q = qp + r * kMR;
+        for (int i = 0; i < kMR; ++i) {
+            const __m512 qh = _mm512_set1_ps(fp32_from_bits(q[i] & 0xFFFF0000u));
+            const __m512 ql = _mm512_set1_ps(fp32_from_bits(q[i] << 16));
+            acc[i][0] = _mm512_fmadd_ps(ql, l0, _mm512_fmadd_ps(qh, h0, acc[i][0]));
+            acc[i][1] = _mm512_fmadd_ps(ql, l1, _mm512_fmadd_ps(qh, h1, acc[i][1]));
+        }
+    }
+    epilogue_avx512(acc, qn, xn, thr, out, mask);
+}
+
+// Lanes are candidates: 8 at a time, each element fetched with a 64-bit-index gather (banks
+// beyond 2^31 floats stay addressable), each lane accumulated sequentially over r with fma.
+void gather_dots(const float* q, const float* bank, std::size_t d, const std::int64_t* cols, std::size_t n,
+                 float* out) {
+    for (std::size_t l0 = 0; l0 < n; l0 += 8) {
+        const std::size_t w = std::min<std::size_t>(8, n - l0);
+        alignas(64) long long off[8] = {};
+        for (std::size_t l = 0; l < w; ++l) {
+            const std::size_t c = static_cast<std::size_t>(cols[l0 + l]);
+            off[l] = static_cast<long long>(c * d);
+        }
+        __m512i idx = _mm512_load_si512(off);
+        const __m512i step = _mm512_set1_epi64(1);
+        const __mmask8 m = static_cast<__mmask8>((1u << w) - 1u);
+        __m256 acc = _mm256_setzero_ps();
+        for (std::size_t r = 0; r < d; ++r) {
+            const __m256 x = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), m, idx, bank, 4);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(q[r]), x, acc);
+            idx = _mm512_add_epi64(idx, step);
+        }
+        _mm256_mask_storeu_ps(out + l0, m, acc);
     }
 }
 
 const Kernels kAvx512 = {
-    "avx512",   Isa::Avx512,      l2sq_f32,       l2sq_f16, f16_to_f32,
-    f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
+    "avx512",   Isa::Avx512,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
+    dequant_i8_panel, packed_sqnorms, tile, tile_bf16, nullptr, gather_dots,
 };
 
 }  // namespace

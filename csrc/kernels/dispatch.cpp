@@ -63,12 +63,40 @@ CpuFeatures detect() {
     return f;
 }
 
+// A table with its missing kernels (nullptr: no native version on that instruction set)
+// taken from the scalar oracle, so every table the dispatcher hands out is complete.
+Kernels completed(const Kernels* k) {
+    Kernels t = *k;
+    const Kernels& s = scalar_kernels();
+    if (!t.tile_bf16) t.tile_bf16 = s.tile_bf16;
+    if (!t.tile_i8) t.tile_i8 = s.tile_i8;
+    if (!t.gather_dots) t.gather_dots = s.gather_dots;
+    return t;
+}
+
+const Kernels* complete_or_null(const Kernels* k, Kernels& slot, std::once_flag& once) {
+    if (k == nullptr) return nullptr;
+    std::call_once(once, [&] { slot = completed(k); });
+    return &slot;
+}
+
+#define NPAD_COMPLETED(getter)                                   \
+    [] {                                                         \
+        static Kernels slot;                                     \
+        static std::once_flag once;                              \
+        return complete_or_null(getter, slot, once);             \
+    }()
+
 const Kernels* compiled_and_supported(const std::string& name) {
     const CpuFeatures& f = cpu_features();
     if (name == "scalar") return &scalar_kernels();
-    if (name == "avx2") return f.avx2_fma_f16c ? avx2_kernels() : nullptr;
-    if (name == "avx512") return f.avx512 ? avx512_kernels() : nullptr;
-    if (name == "neon") return f.neon ? neon_kernels() : nullptr;
+    if (name == "avx2") return f.avx2_fma_f16c ? NPAD_COMPLETED(avx2_kernels()) : nullptr;
+    if (name == "avx512") return f.avx512 ? NPAD_COMPLETED(avx512_kernels()) : nullptr;
+    if (name == "avx512_vnni")
+        return f.avx512_vnni ? NPAD_COMPLETED(avx512_vnni_kernels()) : nullptr;
+    if (name == "avx512_bf16")
+        return f.avx512_bf16 && f.avx512_vnni ? NPAD_COMPLETED(avx512_bf16_kernels()) : nullptr;
+    if (name == "neon") return f.neon ? NPAD_COMPLETED(neon_kernels()) : nullptr;
     return nullptr;
 }
 
@@ -106,7 +134,7 @@ const CpuFeatures& cpu_features() {
 
 std::vector<std::string> available_isas() {
     std::vector<std::string> out;
-    for (const char* n : {"avx512", "avx2", "neon"})
+    for (const char* n : {"avx512_bf16", "avx512_vnni", "avx512", "avx2", "neon"})
         if (compiled_and_supported(n)) out.emplace_back(n);
     out.emplace_back("scalar");
     return out;

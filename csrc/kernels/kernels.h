@@ -20,7 +20,7 @@ namespace npad {
 constexpr int kMR = 12;
 constexpr int kNR = 32;
 
-enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3 };
+enum class Isa : int { Scalar = 0, Avx2 = 1, Avx512 = 2, Neon = 3, Avx512Vnni = 4, Avx512Bf16 = 5 };
 
 struct Kernels {
     const char* name;
@@ -52,12 +52,44 @@ struct Kernels {
     // is set where out[i][j] <= thr[i].
     void (*tile)(const float* qp, const float* xp, std::size_t d, const float* qn,
                  const float* xn, const float* thr, float* out, std::uint32_t* mask);
+
+    // Compact micro-kernels: the same kMR x kNR tile and epilogue as tile (qn, xn, thr are
+    // required), on words that each pack several low-precision values of consecutive dims.
+    //
+    // bfloat16: qp [d2][kMR], xp [d2][kNR] words; word r holds dimension 2r in its low half
+    // and 2r + 1 in its high half (compact.h packs them). Each (query, bank) lane accumulates
+    // from +0, for r = 0 .. d2-1: acc = fma(q_hi, x_hi, acc); acc = fma(q_lo, x_lo, acc)
+    // -- VDPBF16PS's order. A product of two bfloat16 is exact in float32, so each fma equals
+    // the instruction's rounded add; packed values have no subnormals (compact.h), so its
+    // DAZ / FTZ never act. Then out = max(0, fma(-2, acc, qn[i] + xn[j])), mask as tile.
+    void (*tile_bf16)(const std::uint32_t* qp, const std::uint32_t* xp, std::size_t d2,
+                      const float* qn, const float* xn, const float* thr, float* out,
+                      std::uint32_t* mask);
+    // int8: qp [d4][kMR] words of four uint8 (query code + 128, dims 4r .. 4r+3 from the low
+    // byte up), xp [d4][kNR] words of four int8 bank codes. acc = the exact int32 sum of the
+    // products (VPDPBUSD); dot = float(acc - 128 * xsum[j]) * (qs[i] * xs[j]) with xsum[j]
+    // the sum of bank vector j's codes; out = max(0, fma(-2, dot, qn[i] + xn[j])), mask as
+    // tile. Exact integer arithmetic, so every instruction set gives the same bits.
+    void (*tile_i8)(const std::uint32_t* qp, const std::uint32_t* xp, std::size_t d4,
+                    const float* qs, const float* xs, const std::int32_t* xsum, const float* qn,
+                    const float* xn, const float* thr, float* out, std::uint32_t* mask);
+
+    // Exact float32 dots for re-ranking: out[l] = q . x_c, c = cols[l], x_c = rows + c * d
+    // (a row-major bank), accumulated sequentially over r with fma from +0 -- bit-identical
+    // to tile's dot of the same pair. (Row-major, not the panels: a candidate's d values then
+    // sit on d / 16 cache lines instead of d.)
+    void (*gather_dots)(const float* q, const float* rows, std::size_t d,
+                        const std::int64_t* cols, std::size_t n, float* out);
 };
 
 const Kernels& scalar_kernels();
 const Kernels* avx2_kernels();    // nullptr if not compiled in
 const Kernels* avx512_kernels();  // nullptr if not compiled in
 const Kernels* neon_kernels();    // nullptr if not compiled in
+// The AVX-512 table with the compact tiles native: VPDPBUSD (AVX512-VNNI) for int8, and in
+// the second also VDPBF16PS (AVX512-BF16) for bfloat16. nullptr if not compiled in.
+const Kernels* avx512_vnni_kernels();
+const Kernels* avx512_bf16_kernels();
 
 // CPU capabilities, detected once.
 struct CpuFeatures {
@@ -82,8 +114,8 @@ const CpuFeatures& cpu_features();
 // overridable with set_isa. Calls read the table once at their start, never per distance.
 const Kernels& active_kernels();
 std::vector<std::string> available_isas();  // best first, "scalar" last
-// Forces an instruction set by name ("scalar", "avx2", "avx512", "neon"); "" or "auto"
-// returns to the automatic choice. Throws InvalidInput if it is not available here.
+// Forces an instruction set by name ("scalar", "avx2", "avx512", "avx512_vnni", "avx512_bf16",
+// "neon"); "" or "auto" returns to the automatic choice. Throws InvalidInput if it is not available here.
 void set_isa(const std::string& name);
 const Kernels& kernels_by_name(const std::string& name);  // throws InvalidInput
 

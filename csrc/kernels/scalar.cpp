@@ -3,6 +3,7 @@
 // hardware FMA the SIMD tile kernels use.
 #include <cmath>
 
+#include "compact.h"
 #include "fp16.h"
 #include "kernels.h"
 
@@ -86,9 +87,72 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
     }
 }
 
+// The shared epilogue of the compact tiles (the same arithmetic as tile's).
+void epilogue(const float (*dot)[kNR], const float* qn, const float* xn, const float* thr, float* out,
+              std::uint32_t* mask) {
+    for (int i = 0; i < kMR; ++i) {
+        std::uint32_t m = 0;
+        for (int j = 0; j < kNR; ++j) {
+            float v = std::fma(-2.f, dot[i][j], qn[i] + xn[j]);
+            v = v > 0.f ? v : 0.f;
+            out[i * kNR + j] = v;
+            if (v <= thr[i]) m |= 1u << j;
+        }
+        mask[i] = m;
+    }
+}
+
+// VDPBF16PS, one lane at a time, in the documented order (high half, then low half).
+void tile_bf16(const std::uint32_t* qp, const std::uint32_t* xp, std::size_t d2, const float* qn,
+               const float* xn, const float* thr, float* out, std::uint32_t* mask) {
+    float acc[kMR][kNR] = {};
+    for (std::size_t r = 0; r < d2; ++r) {
+        const std::uint32_t* q = qp + r * kMR;
+        const std::uint32_t* x = xp + r * kNR;
+        for (int i = 0; i < kMR; ++i)
+            for (int j = 0; j < kNR; ++j) {
+                acc[i][j] = std::fma(bf16_hi(q[i]), bf16_hi(x[j]), acc[i][j]);
+                acc[i][j] = std::fma(bf16_lo(q[i]), bf16_lo(x[j]), acc[i][j]);
+            }
+    }
+    epilogue(acc, qn, xn, thr, out, mask);
+}
+
+// VPDPBUSD in exact integers, then the documented float epilogue.
+void tile_i8(const std::uint32_t* qp, const std::uint32_t* xp, std::size_t d4, const float* qs,
+             const float* xs, const std::int32_t* xsum, const float* qn, const float* xn, const float* thr,
+             float* out, std::uint32_t* mask) {
+    std::int32_t acc[kMR][kNR] = {};
+    for (std::size_t r = 0; r < d4; ++r) {
+        const std::uint32_t* q = qp + r * kMR;
+        const std::uint32_t* x = xp + r * kNR;
+        for (int i = 0; i < kMR; ++i)
+            for (int j = 0; j < kNR; ++j)
+                for (int t = 0; t < 4; ++t)
+                    acc[i][j] += static_cast<std::int32_t>((q[i] >> (8 * t)) & 0xFFu) *
+                                 static_cast<std::int32_t>(static_cast<std::int8_t>((x[j] >> (8 * t)) & 0xFFu));
+    }
+    float dot[kMR][kNR];
+    for (int i = 0; i < kMR; ++i)
+        for (int j = 0; j < kNR; ++j)
+            dot[i][j] = static_cast<float>(acc[i][j] - 128 * xsum[j]) * (qs[i] * xs[j]);
+    epilogue(dot, qn, xn, thr, out, mask);
+}
+
+void gather_dots(const float* q, const float* bank, std::size_t d, const std::int64_t* cols, std::size_t n,
+                 float* out) {
+    for (std::size_t l = 0; l < n; ++l) {
+        const std::size_t c = static_cast<std::size_t>(cols[l]);
+        const float* x = bank + c * d;
+        float acc = 0.f;
+        for (std::size_t r = 0; r < d; ++r) acc = std::fma(q[r], x[r], acc);
+        out[l] = acc;
+    }
+}
+
 const Kernels kScalar = {
-    "scalar",   Isa::Scalar,      l2sq_f32,       l2sq_f16, f16_to_f32,
-    f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
+    "scalar",   Isa::Scalar,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
+    dequant_i8_panel, packed_sqnorms, tile, tile_bf16, tile_i8, gather_dots,
 };
 
 }  // namespace
