@@ -33,6 +33,7 @@ __all__ = [
     "coreset_start_indices",
     "default_threads",
     "MAX_SQUARED_NORM",
+    "DEFAULT_RERANK",
 ]
 
 ProgressFn = Callable[[int, int], None]
@@ -42,6 +43,12 @@ _log = logging.getLogger(__name__)
 # The largest squared norm of a row (bank, query, coreset feature) the core accepts: FLT_MAX / 4,
 # so that |q|^2 + |x|^2, 2 q.x and |x - y|^2 all stay finite in float32.
 MAX_SQUARED_NORM = float(np.finfo(np.float32).max) / 4
+
+# Candidates per query a compact FlatIndex scan keeps for its exact float32 re-rank. Measured
+# on real PatchCore features (tools/compact_rerank.py, docs/search.md: bottle and
+# magnetic_tile, 132k queries): k' = 4 was the smallest with no top-1 difference for either
+# bfloat16 or int8 (k' = 2: 1-65 differ); 8 keeps a factor 2 of margin for unseen categories.
+DEFAULT_RERANK = 8
 
 
 def isa() -> str:
@@ -143,9 +150,25 @@ class FlatIndex:
     Bank rows and queries must be finite with squared norm at most ``MAX_SQUARED_NORM``
     (FLT_MAX / 4 ~ 8.5e37, i.e. ``|x|`` up to ~9.2e18), so that no distance overflows
     (InvalidInputError otherwise).
+
+    ``compute`` picks the arithmetic of the scan (needs ``dtype="float32"``):
+
+    - ``"float32"`` (default): the exact float32 tile.
+    - ``"bfloat16"``: bank and queries rounded to bfloat16, products accumulated in float32
+      (VDPBF16PS where the CPU has AVX512-BF16, else the same arithmetic emulated bit for bit).
+    - ``"int8"``: bank and queries quantized like ``dtype="int8"`` (per-vector scale), exact
+      int32 dot products (VPDPBUSD with AVX512-VNNI).
+
+    With a compact compute, ``rerank`` (default :data:`DEFAULT_RERANK`) candidates per query
+    are kept by the compact pass and re-ranked with exact float32 distances, which are then
+    bit-identical to ``compute="float32"`` whenever the true k nearest are among them;
+    ``rerank=0`` returns the compact pass's own neighbours and distances (those of the
+    rounded vectors). The index then keeps the float32 bank row-major (for the re-rank) plus
+    the compact words: ``memory_bytes`` grows by 1/2 (bf16) or 1/4 (int8).
     """
 
-    def __init__(self, bank: np.ndarray, *, dtype: str = "float32", threads: Optional[int] = None):
+    def __init__(self, bank: np.ndarray, *, dtype: str = "float32", threads: Optional[int] = None,
+                 compute: str = "float32", rerank: Optional[int] = None):
         _check_matrix(bank, "bank")
         if bank.shape[0] == 0:
             raise InvalidInputError("bank must hold at least one vector; got shape " f"{bank.shape}")
@@ -153,8 +176,17 @@ class FlatIndex:
             raise InvalidInputError(f"bank vectors must have at least one dimension; got shape {bank.shape}")
         if dtype not in ("float32", "float16", "int8"):
             raise InvalidInputError(f"dtype must be 'float32', 'float16' or 'int8'; got {dtype!r}")
+        if compute not in ("float32", "bfloat16", "int8"):
+            raise InvalidInputError(f"compute must be 'float32', 'bfloat16' or 'int8'; got {compute!r}")
+        if compute != "float32" and dtype != "float32":
+            raise InvalidInputError(f"compute={compute!r} re-ranks against the float32 bank and needs "
+                                    f"dtype='float32'; got dtype={dtype!r}")
+        rerank = DEFAULT_RERANK if rerank is None else _int(rerank, "rerank")
+        if rerank < 0:
+            raise InvalidInputError(f"rerank must be >= 0; got {rerank}")
+        self._rerank = rerank if compute != "float32" else 0
         self._threads = _threads(threads)
-        self._core = _core.FlatIndex(bank, dtype)  # checks finiteness while packing
+        self._core = _core.FlatIndex(bank, dtype, compute)  # checks finiteness while packing
 
     @property
     def ntotal(self) -> int:
@@ -172,6 +204,16 @@ class FlatIndex:
         return self._core.dtype
 
     @property
+    def compute(self) -> str:
+        """Arithmetic of the scan: ``"float32"``, ``"bfloat16"`` or ``"int8"``."""
+        return self._core.compute
+
+    @property
+    def rerank(self) -> int:
+        """Candidates per query re-ranked in float32 after a compact scan (0: none)."""
+        return self._rerank
+
+    @property
     def memory_bytes(self) -> int:
         """Bytes held by the packed bank, scales and norms."""
         return self._core.memory_bytes
@@ -186,10 +228,11 @@ class FlatIndex:
         _check_matrix(queries, "queries", self.dim)
         k = _check_k(k, self.ntotal)
         t = self._threads if threads is None else _threads(threads)
-        return self._core.search(queries, k, t)
+        return self._core.search(queries, k, t, self._rerank)
 
     def __repr__(self) -> str:
-        return f"FlatIndex(ntotal={self.ntotal}, dim={self.dim}, dtype={self.dtype!r})"
+        extra = f", compute={self.compute!r}, rerank={self.rerank}" if self.compute != "float32" else ""
+        return f"FlatIndex(ntotal={self.ntotal}, dim={self.dim}, dtype={self.dtype!r}{extra})"
 
 
 class HnswIndex:

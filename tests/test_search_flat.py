@@ -273,3 +273,83 @@ def test_ctrl_c_seen_while_worker_0_waits_for_the_others():
         timer.cancel()
         signal.signal(signal.SIGINT, old)
     assert done[0] == 0 and 0 <= done[1] < 5_000, done
+
+
+# ---- compact computes (bfloat16 / int8 first pass, exact float32 re-rank) ----------------
+
+def _clustered(rng, n, m, d):
+    basis = rng.standard_normal((16, d)).astype(np.float32)
+    x = np.abs(rng.standard_normal((n + m, 16))).astype(np.float32) @ basis
+    x += 0.1 * rng.standard_normal((n + m, d)).astype(np.float32)
+    return np.ascontiguousarray(x[:n]), np.ascontiguousarray(x[n:])
+
+
+@pytest.mark.parametrize("isa", search.available_isas())
+@pytest.mark.parametrize("compute", ["bfloat16", "int8"])
+def test_compact_with_rerank_equals_float32_bit_for_bit(isa, compute):
+    rng = np.random.default_rng(7)
+    bank, q = _clustered(rng, 1500, 61, 37)  # odd dims: padded words; 61 queries: padded blocks
+    search.set_isa(isa)
+    try:
+        ref_d, ref_i = search.FlatIndex(bank).search(q, 3)
+        ix = search.FlatIndex(bank, compute=compute, rerank=64)
+        d, i = ix.search(q, 3)
+        pure_d, pure_i = search.FlatIndex(bank, compute=compute, rerank=0).search(q, 3)
+    finally:
+        search.set_isa(None)
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(d, ref_d)  # re-ranked distances are the float32 path's bits
+    assert ix.compute == compute and ix.rerank == 64
+    # Pure compact: neighbours of the rounded vectors; mostly the same, distances close, not equal.
+    assert (pure_i[:, 0] == ref_i[:, 0]).mean() > 0.8
+    assert not np.array_equal(pure_d, ref_d)
+    np.testing.assert_allclose(pure_d[:, 0], ref_d[:, 0], rtol=0.1 if compute == "int8" else 0.02, atol=1e-2)
+
+
+@pytest.mark.parametrize("compute", ["bfloat16", "int8"])
+def test_compact_same_result_on_every_isa_and_thread_count(compute):
+    rng = np.random.default_rng(8)
+    bank, q = _clustered(rng, 3000, 200, 152)
+    outs = []
+    for isa in search.available_isas():
+        search.set_isa(isa)
+        try:
+            for threads in (1, 2):
+                for rr in (0, 8):
+                    outs.append((isa, threads, rr, *search.FlatIndex(bank, compute=compute, rerank=rr).search(q, 5, threads=threads)))
+        finally:
+            search.set_isa(None)
+    for rr in (0, 8):
+        ref = [o for o in outs if o[2] == rr][0]
+        for o in outs:
+            if o[2] == rr:
+                np.testing.assert_array_equal(o[3], ref[3], err_msg=str(o[:3]))
+                np.testing.assert_array_equal(o[4], ref[4], err_msg=str(o[:3]))
+
+
+def test_compact_rerank_larger_than_the_bank_and_k_above_rerank():
+    rng = np.random.default_rng(9)
+    bank, q = _clustered(rng, 10, 5, 8)
+    ref_d, ref_i = search.FlatIndex(bank).search(q, 10)
+    d, i = search.FlatIndex(bank, compute="int8", rerank=50).search(q, 10)  # k' capped at ntotal
+    np.testing.assert_array_equal(i, ref_i)
+    np.testing.assert_array_equal(d, ref_d)
+    d, i = search.FlatIndex(bank, compute="bfloat16", rerank=2).search(q, 4)  # k > k': keeps k
+    assert i.shape == (5, 4) and (i >= 0).all()
+
+
+def test_compact_refuses_other_storage_and_bad_arguments():
+    bank = np.ones((4, 3), np.float32)
+    with pytest.raises(InvalidInputError, match="dtype='float32'"):
+        search.FlatIndex(bank, dtype="float16", compute="int8")
+    with pytest.raises(InvalidInputError, match="compute"):
+        search.FlatIndex(bank, compute="fp8")
+    with pytest.raises(InvalidInputError, match="rerank"):
+        search.FlatIndex(bank, compute="int8", rerank=-1)
+    with pytest.raises(InvalidInputError, match="dtype='float32'"):
+        _core.FlatIndex(bank, "int8", "bfloat16")
+    ix = search.FlatIndex(bank, compute="int8")
+    assert ix.rerank == search.DEFAULT_RERANK
+    assert "compute='int8'" in repr(ix)
+    # memory: float32 rows + int8 words + per-vector scale/sum/norm
+    assert ix.memory_bytes > search.FlatIndex(bank).memory_bytes // 2

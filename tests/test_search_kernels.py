@@ -164,7 +164,7 @@ def test_isa_objects_export_only_their_table():
     objs = _isa_objects()
     if not objs or shutil.which("nm") is None:
         pytest.skip("needs the build tree (build/*/CMakeFiles) and nm")
-    for name in ("avx2", "avx512", "neon", "scalar"):
+    for name in ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "neon", "scalar"):
         if name not in objs:
             continue
         out = subprocess.run(["nm", "-C", "--defined-only", "--extern-only", objs[name]],
@@ -273,3 +273,108 @@ def test_cpu_features_agree_with_the_kernel():
     assert f["avx512_vnni"] == (avx512 and "avx512_vnni" in flags)
     for name in ("amx_tile", "amx_bf16", "amx_int8"):
         assert f[name] == (name in flags), name
+
+
+# ---- compact kernels (bfloat16 / int8 tiles, re-rank dots) -----------------------------
+
+def _bf16_words(rows):
+    """(n, 2r) float32 -> (r, n) uint32 words through the core's rounding (compact.h)."""
+    return np.ascontiguousarray(np.stack([k("scalar", "pack_bf16", np.ascontiguousarray(r)) for r in rows], 1))
+
+
+def _bf16_round_np(x):
+    """numpy reference of float_to_bf16: round to nearest even, |x| < 2^-40 -> signed zero."""
+    w = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
+    tiny = (w & 0x7FFFFFFF) < 0x2B800000
+    r = ((w + 0x7FFF + ((w >> 16) & 1)) >> 16) << 16
+    r = np.where(tiny, w & 0x80000000, r)
+    return r.astype(np.uint32).view(np.float32)
+
+
+def test_pack_bf16_rounds_to_nearest_even_like_numpy():
+    rng = np.random.default_rng(5)
+    x = np.concatenate([rng.standard_normal(4000).astype(np.float32) * 10.0 ** rng.uniform(-45, 30, 4000),
+                        np.float32([0.0, -0.0, 1.0, 1.00390625, 1.01171875, 2.0 ** -41, -(2.0 ** -39)])])
+    x = x[: x.size // 2 * 2].astype(np.float32)
+    w = k("scalar", "pack_bf16", x)
+    lo = (w << 16).view(np.float32)
+    hi = (w & 0xFFFF0000).view(np.float32)
+    got = np.empty_like(x)
+    got[0::2], got[1::2] = lo, hi
+    np.testing.assert_array_equal(got.view(np.uint32), _bf16_round_np(x).view(np.uint32))
+
+
+def _raw_dots_bf16(isa, qw, xw):
+    """-2 * acc exactly: with qn = xn = 0 the epilogue gives max(0, -2 acc); run q and -q."""
+    z12, z32, thr = np.zeros(MR, np.float32), np.zeros(NR, np.float32), np.full(MR, np.inf, np.float32)
+    a, _ = k(isa, "tile_bf16", qw, xw, z12, z32, thr)
+    b, _ = k(isa, "tile_bf16", qw ^ np.uint32(0x80008000), xw, z12, z32, thr)  # -q: flip both signs
+    return a - b
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d2", [1, 3, 76, 512])
+def test_tile_bf16_bit_identical_to_scalar_and_to_the_documented_order(isa, d2):
+    rng = np.random.default_rng(d2)
+    q = (rng.standard_normal((MR, 2 * d2)) * 10.0 ** rng.uniform(-3, 3, (MR, 1))).astype(np.float32)
+    x = rng.standard_normal((NR, 2 * d2)).astype(np.float32)
+    qw, xw = _bf16_words(q), _bf16_words(x)
+    raw = _raw_dots_bf16(isa, qw, xw)
+    np.testing.assert_array_equal(raw, _raw_dots_bf16("scalar", qw, xw))
+    # The oracle's order (kernels.h): per word, fma(hi) then fma(lo), float32 accumulation.
+    qr, xr = _bf16_round_np(q), _bf16_round_np(x)
+    acc = np.zeros((MR, NR), np.float32)
+    for r in range(d2):
+        for t in (2 * r + 1, 2 * r):
+            acc = (acc.astype(np.float64) + np.outer(qr[:, t], xr[:, t])).astype(np.float32)  # exact product
+    np.testing.assert_array_equal(raw, np.float32(-2) * acc)
+    # The full epilogue and mask.
+    qn = (qr.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    xn = (xr.astype(np.float64) ** 2).sum(1).astype(np.float32)
+    thr = np.median(qn[:, None] + xn[None, :], axis=1).astype(np.float32)
+    ref_d, ref_m = k("scalar", "tile_bf16", qw, xw, qn, xn, thr)
+    dist, mask = k(isa, "tile_bf16", qw, xw, qn, xn, thr)
+    np.testing.assert_array_equal(dist, ref_d)
+    np.testing.assert_array_equal(mask, ref_m)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d4", [1, 5, 38, 384])
+def test_tile_i8_exact_and_bit_identical_to_scalar(isa, d4):
+    rng = np.random.default_rng(d4)
+    qc = rng.integers(-127, 128, (MR, 4 * d4)).astype(np.int8)
+    xc = rng.integers(-127, 128, (NR, 4 * d4)).astype(np.int8)
+    qw = np.ascontiguousarray((qc.astype(np.int16) + 128).astype(np.uint8).view(np.uint32).T)
+    xw = np.ascontiguousarray(xc.view(np.uint32).T)
+    qs = rng.uniform(0.01, 1, MR).astype(np.float32)
+    xs = rng.uniform(0.01, 1, NR).astype(np.float32)
+    xsum = xc.astype(np.int32).sum(1).astype(np.int32)
+    qn = rng.uniform(1e3, 1e4, MR).astype(np.float32)
+    xn = rng.uniform(1e3, 1e4, NR).astype(np.float32)
+    thr = np.full(MR, np.inf, np.float32)
+    thr[0] = -np.inf
+    dist, mask = k(isa, "tile_i8", qw, xw, qs, xs, xsum, qn, xn, thr)
+    ref_d, ref_m = k("scalar", "tile_i8", qw, xw, qs, xs, xsum, qn, xn, thr)
+    np.testing.assert_array_equal(dist, ref_d)
+    np.testing.assert_array_equal(mask, ref_m)
+    # Reference in numpy: exact integer dot, then the documented float32 steps.
+    dot_i = qc.astype(np.int64) @ xc.astype(np.int64).T
+    dot = dot_i.astype(np.float32) * (qs[:, None] * xs[None, :])
+    expect = np.maximum(np.float32(0), (np.float32(-2) * dot.astype(np.float64) + (qn[:, None] + xn[None, :])
+                                        ).astype(np.float32))
+    # fma(-2, dot, s): one rounding of an exact -2*dot + s (float64 holds it exactly here).
+    np.testing.assert_array_equal(ref_d, expect)
+    assert mask[0] == 0 and mask[1] == 0xFFFFFFFF
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 17, 152])
+def test_gather_dots_equal_the_tile_dot(isa, d):
+    rng = np.random.default_rng(d)
+    rows = rng.standard_normal((NR, d)).astype(np.float32)
+    q = rng.standard_normal((MR, d)).astype(np.float32)
+    tile_dots, _ = k("scalar", "tile", np.ascontiguousarray(q.T), np.ascontiguousarray(rows.T))
+    cols = rng.permutation(NR)[:13].astype(np.int64)
+    for i in range(MR):
+        got = k(isa, "gather_dots", q[i].copy(), rows.ravel().copy(), cols)
+        np.testing.assert_array_equal(got, tile_dots[i, cols])
