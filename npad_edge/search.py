@@ -228,7 +228,9 @@ class FlatIndex:
         _check_matrix(queries, "queries", self.dim)
         k = _check_k(k, self.ntotal)
         t = self._threads if threads is None else _threads(threads)
-        return self._core.search(queries, k, t, self._rerank)
+        if self._rerank:
+            return self._core.search(queries, k, t, self._rerank)
+        return self._core.search(queries, k, t)
 
     def __repr__(self) -> str:
         extra = f", compute={self.compute!r}, rerank={self.rerank}" if self.compute != "float32" else ""
