@@ -378,3 +378,32 @@ def test_gather_dots_equal_the_tile_dot(isa, d):
     for i in range(MR):
         got = k(isa, "gather_dots", q[i].copy(), rows.ravel().copy(), cols)
         np.testing.assert_array_equal(got, tile_dots[i, cols])
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_env_var_forces_each_isa_through_the_compact_search(isa):
+    """NPAD_EDGE_ISA=<isa> in a fresh process: the compact computes (int8, bfloat16, with and
+    without re-rank) give the in-process scalar oracle's answer bit for bit."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from npad_edge import search\n"
+        "rng = np.random.default_rng(3)\n"
+        "bank = rng.standard_normal((700, 41)).astype(np.float32)\n"
+        "q = rng.standard_normal((30, 41)).astype(np.float32)\n"
+        "out = [search.isa()]\n"
+        "for c in ('int8', 'bfloat16'):\n"
+        "    for r in (0, 8):\n"
+        "        d, i = search.FlatIndex(bank, compute=c, rerank=r).search(q, 2)\n"
+        "        out.append(d.tobytes().hex() + i.tobytes().hex())\n"
+        "print(' '.join(out))\n"
+    )
+    env = dict(os.environ, NPAD_EDGE_ISA=isa)
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    env["NPAD_EDGE_ISA"] = "scalar"
+    ref = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    assert got[0] == isa and ref[0] == "scalar"
+    assert got[1:] == ref[1:]
