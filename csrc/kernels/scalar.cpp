@@ -61,6 +61,22 @@ void packed_sqnorms(const float* p, std::size_t d, std::size_t w, float* out) {
     }
 }
 
+// The epilogue of every tile (float32, bfloat16, int8): distances from the dots, clamped at 0
+// (which also maps NaN to 0, like max_ps(v, 0)), and the candidate mask.
+void epilogue(const float (*dot)[kNR], const float* qn, const float* xn, const float* thr, float* out,
+              std::uint32_t* mask) {
+    for (int i = 0; i < kMR; ++i) {
+        std::uint32_t m = 0;
+        for (int j = 0; j < kNR; ++j) {
+            float v = std::fma(-2.f, dot[i][j], qn[i] + xn[j]);
+            v = v > 0.f ? v : 0.f;
+            out[i * kNR + j] = v;
+            if (v <= thr[i]) m |= 1u << j;
+        }
+        mask[i] = m;
+    }
+}
+
 void tile(const float* qp, const float* xp, std::size_t d, const float* qn, const float* xn,
           const float* thr, float* out, std::uint32_t* mask) {
     float acc[kMR][kNR] = {};
@@ -75,31 +91,7 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
             for (int j = 0; j < kNR; ++j) out[i * kNR + j] = acc[i][j];
         return;
     }
-    for (int i = 0; i < kMR; ++i) {
-        std::uint32_t m = 0;
-        for (int j = 0; j < kNR; ++j) {
-            float v = std::fma(-2.f, acc[i][j], qn[i] + xn[j]);
-            v = v > 0.f ? v : 0.f;  // also maps NaN to 0, like max_ps(v, 0)
-            out[i * kNR + j] = v;
-            if (v <= thr[i]) m |= 1u << j;
-        }
-        mask[i] = m;
-    }
-}
-
-// The shared epilogue of the compact tiles (the same arithmetic as tile's).
-void epilogue(const float (*dot)[kNR], const float* qn, const float* xn, const float* thr, float* out,
-              std::uint32_t* mask) {
-    for (int i = 0; i < kMR; ++i) {
-        std::uint32_t m = 0;
-        for (int j = 0; j < kNR; ++j) {
-            float v = std::fma(-2.f, dot[i][j], qn[i] + xn[j]);
-            v = v > 0.f ? v : 0.f;
-            out[i * kNR + j] = v;
-            if (v <= thr[i]) m |= 1u << j;
-        }
-        mask[i] = m;
-    }
+    epilogue(acc, qn, xn, thr, out, mask);
 }
 
 // VDPBF16PS, one lane at a time, in the documented order (high half, then low half).
