@@ -86,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "each image's own size either way")
     f.add_argument("--letterbox-fill", choices=("mean", "edge"), default="mean",
                    help="letterbox padding: the normalisation mean (default) or the replicated border")
+    f.add_argument("--exposure", choices=("gain", "off"), default="gain",
+                   help="gain (default): multiply every image by one gain that brings its mean intensity "
+                        "to the backbone's (ImageNet: 114.5 of 255), so exposure and illumination changes "
+                        "between good parts do not read as defects; off: no gain")
     f.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     f.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of failing")
@@ -354,7 +358,7 @@ def cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     from .pipeline import fit_model
 
     kwargs: dict[str, Any] = dict(method=args.method, image_size=image_size, aspect_rule=args.aspect_rule,
-                                  letterbox_fill=args.letterbox_fill,
+                                  letterbox_fill=args.letterbox_fill, exposure=args.exposure,
                                   method_settings=settings or None, seed=args.seed,
                                   overwrite=args.overwrite, on_error="skip" if args.skip_bad else "raise",
                                   progress=not args.quiet)

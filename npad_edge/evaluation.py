@@ -154,6 +154,16 @@ def _scorer_aspect_rule(scorer) -> str | None:
         return getattr(scorer, "aspect_rule", None)
 
 
+def _scorer_exposure(scorer) -> str | None:
+    """The model's exposure rule as one line ("gain to mean intensity 114.5 of 255" / "off")."""
+    man = getattr(scorer, "manifest", None)
+    try:
+        e = man.preprocess.exposure
+    except AttributeError:
+        return None
+    return "off" if e is None else f"{e['mode']} to mean intensity {e['target']:.1f} of 255"
+
+
 def _scorer_threshold(scorer) -> float | None:
     v = getattr(scorer, "threshold", None)
     if v is not None and not callable(v):
@@ -254,6 +264,7 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | str | None =
         "eval_size_rule": res_rule,
         "model_input_size": list(_scorer_input_size(scorer) or []) or None,
         "aspect_rule": _scorer_aspect_rule(scorer),
+        "exposure": _scorer_exposure(scorer),
         "threshold": _scorer_threshold(scorer),
         "f1_threshold": None, "f1": None,
         "n_images": int(labels.size), "n_defective": int(labels.sum()),

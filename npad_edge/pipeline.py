@@ -34,8 +34,7 @@ from .errors import DataError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold", "DEFAULT_BACKBONE",
-           "DEFAULT_THREADS"]
+__all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold", "EXPOSURE_CHOICES", "DEFAULT_BACKBONE", "DEFAULT_THREADS"]
 
 # TorchBackend lives with the runtime's torch path (runtime/_torch.py), below both this fit-time
 # module and the Detector; re-exported here, where fit code has always imported it from.
@@ -73,6 +72,12 @@ def extract_features(backend: TorchBackend, paths: Sequence[str | os.PathLike], 
         if bar is not None:
             bar.close()
     return out
+
+
+# ----------------------------------------------------------------------------- exposure
+#: ``fit_model(exposure=...)``: "gain" (default: one gain per image to the backbone's mean
+#: intensity, ``backbones.features``) or "off" (no gain, as every model before it).
+EXPOSURE_CHOICES = ("gain", "off")
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -183,6 +188,7 @@ def fit_model(
     image_size: int | tuple[int, int] = 256,
     aspect_rule: str = "resize",
     letterbox_fill: str = "mean",
+    exposure: str = "gain",
     method_settings: Mapping[str, Any] | None = None,
     taps: Sequence[str] | None = None,
     weights: str = "imagenet",
@@ -214,6 +220,10 @@ def fit_model(
             (squash) or ``"letterbox"`` (pad to the model's aspect ratio with
             ``letterbox_fill``, ``"mean"`` or ``"edge"``, then resize; maps are cropped back).
             Applied to the training images here and to every image at inference.
+        exposure: ``"gain"`` (default): every image, here and at inference, is multiplied by
+            one gain that brings its mean intensity to the backbone's normalisation mean
+            (114.5 of 255 for ImageNet backbones; inside the backbone graph, clipped to
+            0.25..4; ``backbones.features``); ``"off"``: no gain. Recorded in ``preprocess.exposure`` (docs/accuracy.md for the study).
         seed: every random step (hold-out split, coreset, k-means); same seed, same arrays.
         holdout: good training images kept out of the fit to calibrate the threshold: a
             fraction (default 0.1) or a count; 0 disables calibration (threshold = max of
@@ -234,6 +244,8 @@ def fit_model(
         raise InvalidInputError(f"aspect_rule must be one of {geometry.ASPECT_RULES}, got {aspect_rule!r}")
     if letterbox_fill not in geometry.LETTERBOX_FILLS:
         raise InvalidInputError(f"letterbox_fill must be one of {geometry.LETTERBOX_FILLS}, got {letterbox_fill!r}")
+    if exposure not in EXPOSURE_CHOICES:
+        raise InvalidInputError(f"exposure must be one of {EXPOSURE_CHOICES}, got {exposure!r}")
     t_start = time.perf_counter()
     tracemalloc.start()
     try:
@@ -250,6 +262,8 @@ def fit_model(
         m = get_method(method, **dict(method_settings or {}))     # validates settings early
         be = TorchBackend.create(backbone, image_size=size_arg, weights=weights, taps=taps, threads=threads)
         be, size_derivation = _derive_input_geometry(be, size_arg, paths)
+        from .backbones.features import check_exposure
+        be.extractor.exposure = check_exposure(None if exposure == "off" else exposure, be.extractor.backbone.mean)
         read = _fit_reader(be, aspect_rule, letterbox_fill)
         fit_idx, hold_idx = _split_holdout(len(paths), holdout, seed)
         t0 = time.perf_counter()
@@ -300,7 +314,8 @@ def fit_model(
             preprocess=artifact.Preprocess(image_size=list(be.input_size), mean=list(bb.mean), std=list(bb.std),
                                            resize="bilinear", antialias=bool(be.extractor.antialias),
                                            aspect_rule=aspect_rule, letterbox_fill=letterbox_fill,
-                                           size_derivation=size_derivation),
+                                           size_derivation=size_derivation,
+                                           exposure=be.extractor.exposure),
             method=artifact.Method(name=m.name, settings=dict(m.settings)),
             threshold=threshold,
             precision="fp32",

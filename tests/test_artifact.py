@@ -180,6 +180,10 @@ FROZEN = {
         "memory_bank": np.arange(16 * 8, dtype=np.float32).reshape(16, 8) / 16,
         "coreset_indices": np.arange(0, 64, 4, dtype=np.int64),
     },
+    "v2_minimal": {
+        "memory_bank": np.arange(16 * 8, dtype=np.float32).reshape(16, 8) / 16,
+        "coreset_indices": np.arange(0, 64, 4, dtype=np.int64),
+    },
 }
 
 
@@ -200,19 +204,44 @@ def test_frozen_v1_is_version_1_and_untouched():
     assert sha256_file(MODELS / "v1_minimal" / "manifest.json") == "34b8a9e6ddf0fbf1f5f09f18b9f4d0eb04cca9663151d6daa257eea339375e37"
 
 
-def test_migration_registry_upgrades_older_versions(monkeypatch, tmp_path):
-    # Pretend this npad_edge reads version 2, where extra.note was renamed extra.comment.
-    monkeypatch.setattr(manifest_mod, "FORMAT_VERSION", 2)
+def test_frozen_v2_is_version_2_and_untouched():
+    assert _raw(MODELS / "v2_minimal")["format_version"] == 2
+    assert sha256_file(MODELS / "v2_minimal" / "manifest.json") == "a686d20cd748cef4c11bdba41321fa815d620c08f9cf8b007a3208b389ec8f44"
+    m = read_manifest(MODELS / "v2_minimal")
+    assert m.preprocess.exposure == {"mode": "gain", "target": 114.495, "min_gain": 0.25, "max_gain": 4.0}
+    assert m.backbone.config["exposure"] == m.preprocess.exposure
 
-    def v1_to_v2(d):
+
+def test_v1_models_migrate_to_no_exposure_gain():
+    # Version 2 added preprocess.exposure; a version 1 model applied no gain and still does.
+    assert "exposure" not in _raw(MODELS / "v1_minimal")["preprocess"]
+    m = read_manifest(MODELS / "v1_minimal")
+    assert m.format_version == FORMAT_VERSION >= 2
+    assert m.preprocess.exposure is None
+
+
+def test_exposure_must_match_the_backbone_config(tmp_path):
+    d = _raw(MODELS / "v2_minimal")
+    d["preprocess"]["exposure"] = None            # the IR/config would still apply the gain
+    with pytest.raises(ModelFormatError, match="exposure"):
+        Manifest.from_dict(d)
+
+
+def test_migration_registry_upgrades_older_versions(monkeypatch, tmp_path):
+    # Pretend this npad_edge reads one version more, where extra.note was renamed extra.comment.
+    newest = FORMAT_VERSION
+    monkeypatch.setattr(manifest_mod, "FORMAT_VERSION", newest + 1)
+
+    def step(d):
         d["extra"] = {"comment": d["extra"].pop("note")}
         return d
 
-    monkeypatch.setitem(manifest_mod._MIGRATIONS, 1, v1_to_v2)
-    lm = load_model(MODELS / "v1_minimal")
-    assert lm.manifest.format_version == 2
-    assert "comment" in lm.manifest.extra
-    monkeypatch.delitem(manifest_mod._MIGRATIONS, 1)
+    monkeypatch.setitem(manifest_mod._MIGRATIONS, newest, step)
+    for name in ("v1_minimal", f"v{newest}_minimal"):   # the whole chain, and the last step alone
+        lm = load_model(MODELS / name)
+        assert lm.manifest.format_version == newest + 1
+        assert "comment" in lm.manifest.extra
+    monkeypatch.delitem(manifest_mod._MIGRATIONS, newest)
     with pytest.raises(ModelVersionError, match="no migration"):
         read_manifest(MODELS / "v1_minimal")
 

@@ -190,3 +190,74 @@ def test_openvino_parity_reduction_and_stride4_tap():
         got = compiled(imgs.numpy())[0]
         assert got.shape == (1, 100, 12, 12)
         assert np.abs(got - ref).max() <= REL_TOL * np.abs(ref).max()
+
+
+# --------------------------------------------------------------------------- exposure gain
+
+def test_exposure_gain_target_is_the_backbone_mean(lite0):
+    fe = FeatureExtractor(lite0, image_size=64, exposure="gain")
+    assert fe.exposure == {"mode": "gain", "target": round(255 * (0.485 + 0.456 + 0.406) / 3, 4),
+                           "min_gain": 0.25, "max_gain": 4.0}
+    assert FeatureExtractor(lite0, image_size=64).exposure is None      # off unless asked
+
+
+def test_exposure_gain_makes_features_exposure_invariant(lite0):
+    # A darker and a brighter exposure of the same scene (one multiplicative factor, nothing
+    # clipped) give the same features with the gain, and different ones without it.
+    g = torch.Generator().manual_seed(3)
+    base = torch.randint(20, 100, (1, 80, 96, 3), dtype=torch.uint8, generator=g)
+    bright = (base.to(torch.int32) * 2).to(torch.uint8)
+    on = FeatureExtractor(lite0, image_size=(64, 64), exposure="gain")
+    off = FeatureExtractor(lite0, image_size=(64, 64))
+    with torch.no_grad():
+        a, b = on(base), on(bright)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(a.abs().max()))
+        c, d = off(base), off(bright)
+    assert float((c - d).abs().max()) > 0.05 * float(c.abs().max())
+
+
+def test_exposure_gain_is_exactly_the_scaled_step(lite0):
+    # The gain is one multiply after the resize: equal to feeding the resized image times
+    # clip(target / mean, 0.25, 4) to the extractor without it.
+    on = FeatureExtractor(lite0, image_size=(64, 64), exposure="gain")
+    imgs = _images(2, 64, 64, seed=4)
+    x = imgs.permute(0, 3, 1, 2).to(torch.float32)
+    gain = (on.exposure["target"] / x.mean(dim=(1, 2, 3), keepdim=True)).clamp(0.25, 4.0)
+    ref = on.backbone((x * gain) * on._scale + on._shift)
+    with torch.no_grad():
+        got = on.preprocess(imgs)
+        torch.testing.assert_close(got, (x * gain) * on._scale + on._shift, rtol=0, atol=0)
+        assert len(ref) == 3
+
+
+@pytest.mark.parametrize("bad", ["auto", {"mode": "gain"}, {"mode": "gain", "target": 300.0},
+                                 {"mode": "gain", "target": 100.0, "min_gain": 2.0, "max_gain": 1.0},
+                                 {"mode": "gain", "target": 100.0, "extra": 1}, 3.0])
+def test_exposure_bad_settings(lite0, bad):
+    with pytest.raises(InvalidInputError, match="exposure"):
+        FeatureExtractor(lite0, image_size=64, exposure=bad)
+
+
+def test_exposure_config_round_trip_and_version_1_configs(lite0):
+    fe = FeatureExtractor(lite0, image_size=(64, 80), exposure="gain")
+    cfg = json.loads(json.dumps(fe.config()))
+    assert cfg["format_version"] == 2 and cfg["exposure"] == fe.exposure
+    again = FeatureExtractor.from_config(cfg)
+    imgs = _images(1, 70, 90, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(again(imgs), fe(imgs), rtol=0, atol=0)
+    # A version-1 config (no "exposure" key) rebuilds an extractor without the gain.
+    v1 = {k: v for k, v in FeatureExtractor(lite0, image_size=(64, 80)).config().items() if k != "exposure"}
+    v1["format_version"] = 1
+    assert FeatureExtractor.from_config(v1).exposure is None
+
+
+def test_openvino_parity_with_exposure_gain(lite0):
+    fe = FeatureExtractor(lite0, image_size=(96, 96), exposure="gain")
+    compiled = _to_openvino(fe, _images(1, 96, 96))
+    for shape in [(1, 96, 96), (2, 150, 110)]:
+        imgs = _images(*shape, seed=6) // 3          # dark images: gains > 1
+        with torch.no_grad():
+            ref = fe(imgs).numpy()
+        got = compiled(imgs.numpy())[0]
+        assert np.abs(got - ref).max() <= REL_TOL * np.abs(ref).max()

@@ -104,3 +104,35 @@ def test_calibrate_threshold_rule():
     assert calibrate_threshold(s, quantile=0.5, margin=0.0) == pytest.approx(3.0)
     with pytest.raises(InvalidInputError):
         calibrate_threshold(np.array([]))
+
+
+def test_exposure_gain_recorded_by_default_and_off_on_request(small_bottle, fitted, tmp_path):
+    m = artifact.read_manifest(fitted)
+    assert m.preprocess.exposure == m.backbone.config["exposure"]
+    assert m.preprocess.exposure["mode"] == "gain" and m.preprocess.exposure["target"] == pytest.approx(114.495)
+    off = fit_model(small_bottle, tmp_path / "off", method="patchcore", image_size=128, holdout=2,
+                    method_settings={"coreset": 0.05}, seed=3, progress=False, exposure="off")
+    mo = artifact.read_manifest(off)
+    assert mo.preprocess.exposure is None and mo.backbone.config["exposure"] is None
+    # the gain changes what the bank holds (bottle's mean intensity is not 114.5)
+    assert artifact.load_model(off).arrays["bank"].tobytes() != artifact.load_model(fitted).arrays["bank"].tobytes()
+    with pytest.raises(InvalidInputError, match="exposure"):
+        fit_model(small_bottle, tmp_path / "bad", image_size=128, exposure="auto", progress=False)
+    assert not (tmp_path / "bad").exists()
+
+    # The same model written as format_version 1 (no exposure anywhere) loads and scores the same.
+    import shutil
+    v1 = tmp_path / "v1"
+    shutil.copytree(off, v1)
+    raw = json.loads((v1 / "manifest.json").read_text())
+    raw["format_version"] = 1
+    del raw["preprocess"]["exposure"]
+    del raw["backbone"]["config"]["exposure"]
+    raw["backbone"]["config"]["format_version"] = 1
+    (v1 / "manifest.json").write_text(json.dumps(raw, indent=2))
+    assert artifact.read_manifest(v1).preprocess.exposure is None
+    from npad_edge.data import read_image
+    img = read_image(small_bottle.test[-1].path)
+    a, b = FittedScorer(off).predict(img), FittedScorer(v1).predict(img)
+    assert a.score == b.score
+    np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)

@@ -67,7 +67,7 @@ def turn(shape, hw) -> bool:
 
 
 def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=None, feature_dim=None,
-                rule: str = "resize", orient: str = "keep"):
+                rule: str = "resize", orient: str = "keep", exposure: str = "gain"):
     """(train (N,D,h,w) f32, test (M,D,h,w) f32, masks (M,H,W) bool, labels (M,), (H, W), extract s/img)."""
     from npad_edge.data import load_dataset, load_test_masks, read_image
     from npad_edge.postprocess import resize_mask
@@ -75,19 +75,20 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
     ds = load_dataset(cat)
     hw = tuple(size) if size else derive_size(ds.train, short, orient=orient)
     tag = (f"{backbone}_{hw[0]}x{hw[1]}" + (("_" + "-".join(taps)) if taps else "") + (f"_d{feature_dim}" if feature_dim else "")
-           + ("" if rule == "resize" else f"_{rule}") + ("" if orient == "keep" else f"_o{orient}"))
+           + ("" if rule == "resize" else f"_{rule}") + ("" if orient == "keep" else f"_o{orient}") + ("" if exposure == "off" else f"_x{exposure}"))
     d = cache / cat.name / tag
     if not (d / "test.npy").exists():
         d.mkdir(parents=True, exist_ok=True)
         import torch
         torch.set_num_threads(2)
         from npad_edge.pipeline import TorchBackend, extract_features
-        be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim)
         read = None
         if rule != "resize":
             from npad_edge.data.geometry import letterbox
             fill = rule.split("-")[1]
             read = lambda p: letterbox(read_image(p), hw, fill=fill)[0]  # noqa: E731
+        be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim,
+                                 exposure=None if exposure == "off" else exposure)
         if orient == "auto":
             base = read or read_image
             read = lambda p: (lambda im: np.ascontiguousarray(np.rot90(im)) if turn(im.shape, hw) else im)(base(p))  # noqa: E731
@@ -183,6 +184,7 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="")
     ap.add_argument("--rule", default="resize", help="resize | letterbox-mean | letterbox-edge (npad_edge.data.geometry)")
     ap.add_argument("--orient", default="keep", help="keep | auto: turn images a quarter to the model's orientation")
+    ap.add_argument("--exposure", default="gain", help="gain | off: one gain per image to the backbone's mean intensity (default gain)")
     ap.add_argument("--eval", default="model", help="model: maps/masks at the model input size; own: at each image's size")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))
@@ -196,13 +198,14 @@ def main(argv=None) -> int:
             rows = []
             for cat in cats:
                 train, test, masks, labels, hw, ex = load_cached(cat, args.backbone, args.short, taps, args.cache, size,
-                                                                 args.feature_dim, args.rule, args.orient)
+                                                                 args.feature_dim, args.rule, args.orient,
+                                                                 args.exposure)
                 own = own_masks(cat) if args.eval == "own" else None
                 r = run_config(args.method, parse_config(c), train, test, masks, labels, hw, args.seed, args.sigma,
                                own, args.rule, args.orient)
                 r.update(category=cat.name, hw=list(hw), backbone=args.backbone, taps=taps, short=args.short,
                          extract_ms=1000 * ex, D=int(train.shape[1]), config=c, label=args.label, sigma=args.sigma,
-                         rule=args.rule, eval=args.eval, orient=args.orient)
+                         rule=args.rule, eval=args.eval, orient=args.orient, exposure=args.exposure)
                 rows.append(r)
                 print(f"| {args.label} {args.method} {c or 'defaults'} | {cat.name} {hw[0]}x{hw[1]} | "
                       f"{100 * r['image_auroc']:.2f} | {100 * r['pixel_auroc']:.2f} | {100 * r['pro']:.2f} | "

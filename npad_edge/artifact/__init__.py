@@ -10,10 +10,10 @@ Layout::
       backbone.xml/.bin      OpenVINO IR, only when kind == "exported"
       ...                    any other file passed to write_model (hashed like the rest)
 
-``manifest.json`` (format ``"npad-edge-model"``, ``format_version`` 1)::
+``manifest.json`` (format ``"npad-edge-model"``, ``format_version`` 2)::
 
     format          "npad-edge-model"
-    format_version  int (1)
+    format_version  int (2; version 1 models are migrated on read)
     created         ISO 8601 UTC, "2024-05-01T12:00:00Z"
     kind            "fitted" (torch backbone by name/weights) | "exported" (IR inside)
     precision       "fp32" | "fp16" | "int8"
@@ -21,7 +21,8 @@ Layout::
     backbone        {name: str, taps: [str], weights: str, weights_sha256: str|null, config: {}}
     preprocess      {image_size: [h, w], mean: [float], std: [float], resize: "nearest"|
                      "bilinear"|"bicubic"|"area", antialias: bool, layout: "NHWC"|"NCHW",
-                     color: "RGB"|"BGR"|"GRAY"}
+                     color: "RGB"|"BGR"|"GRAY", aspect_rule, letterbox_fill,
+                     size_derivation: {}|null, exposure: {mode, target, min_gain, max_gain}|null}
     method          {name: str, settings: {}}
     threshold       {value: float, method: str, n_images: int|null, quantile: float|null}
     calibration     {} | null   (free-form JSON object, e.g. INT8 calibration details)
@@ -37,7 +38,7 @@ are upgraded by functions registered with ``register_migration``.
 
 Compatibility rule: whenever FORMAT_VERSION is bumped, register the migration from the
 previous version AND add a frozen example model of the previous version under
-``tests/data/models/`` (``v1_minimal`` is the one of version 1). These examples are never
+``tests/data/models/`` (``v1_minimal`` is the one of version 1, ``v2_minimal`` of version 2). These examples are never
 regenerated; a test checks that each keeps loading.
 """
 

@@ -44,7 +44,9 @@ __all__ = [
 
 FORMAT = "npad-edge-model"
 #: The newest manifest format version this npad_edge writes and reads.
-FORMAT_VERSION = 1
+#: 2: ``preprocess.exposure`` (one exposure gain per image, backbones.features); version 1
+#: manifests are migrated with ``exposure: null`` (no gain), which is what they computed.
+FORMAT_VERSION = 2
 
 KINDS = ("fitted", "exported")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -363,6 +365,11 @@ class Preprocess(_Record):
     #: how image_size was chosen (rule, short side, median aspect, number of images...);
     #: None for models written before it was recorded
     size_derivation: Optional[Dict[str, Any]] = None
+    #: one exposure gain per image before normalisation (format_version 2):
+    #: {"mode": "gain", "target": mean intensity 0..255, "min_gain", "max_gain"}, or None (no
+    #: gain; every model before it). The backbone computes it (in the IR / FeatureExtractor);
+    #: recorded here so the manifest says what the model does to an image.
+    exposure: Optional[Dict[str, Any]] = None
 
     _CHECKS = {
         "image_size": _image_size,
@@ -375,6 +382,7 @@ class Preprocess(_Record):
         "aspect_rule": lambda v, k: _str(v, k, choices=("resize", "letterbox")),
         "letterbox_fill": lambda v, k: _str(v, k, choices=("mean", "edge")),
         "size_derivation": _json_obj_or_null,
+        "exposure": _json_obj_or_null,
     }
 
 
@@ -568,9 +576,15 @@ class Manifest(_Record):
         return m
 
     def check_consistency(self) -> None:
-        """Cross-field rules: arrays point at hashed, distinct files; an exported model holds its IR."""
+        """Cross-field rules: arrays point at hashed, distinct files; an exported model holds its IR;
+        the recorded exposure is the backbone's."""
         if self.format != FORMAT:
             raise _fail("format", repr(FORMAT), self.format)
+        cfg_exposure = self.backbone.config.get("exposure") if isinstance(self.backbone.config, dict) else None
+        if cfg_exposure != self.preprocess.exposure:
+            raise ModelFormatError(
+                f"manifest: preprocess.exposure {self.preprocess.exposure!r} differs from the backbone "
+                f"config's exposure {cfg_exposure!r}")
         used: Dict[str, str] = {}
         for name, a in self.arrays.items():
             if a.file not in self.files:
@@ -650,6 +664,15 @@ def register_migration(from_version: int):
         return fn
 
     return deco
+
+
+@register_migration(1)
+def _v1_to_v2(data: Dict[str, Any]) -> Dict[str, Any]:
+    """Version 2 added ``preprocess.exposure``; version 1 models apply no gain."""
+    pre = data.get("preprocess")
+    if isinstance(pre, dict):
+        pre.setdefault("exposure", None)
+    return data
 
 
 def migrate(data: Any) -> Dict[str, Any]:

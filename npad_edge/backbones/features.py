@@ -11,6 +11,19 @@ torch's antialiased bilinear resize to ``Interpolate`` (antialias=true) and matc
 ~1e-5 relative (see tests/test_features.py), so no area-pooling workaround is needed. When the
 input already has ``image_size`` the resize is an exact identity (and is kept in the graph, so
 the exported model accepts any input size).
+
+Exposure (``exposure``, config version 2): optionally, after the resize, every image is
+multiplied by one gain ``g = clip(target / mean(image), min_gain, max_gain)`` so that its mean
+intensity (over all pixels and channels, 0..255 scale) equals ``target``. The target is fixed
+by the backbone, not by the data: the mean intensity of its normalisation mean (ImageNet's:
+255 * mean(0.485, 0.456, 0.406) = 114.5), i.e. every image is auto-exposed to the average
+brightness of the images the backbone was trained on. Illumination and exposure are
+multiplicative and vary between images of the same good part (lamp ageing, auto-exposure,
+reflectivity of the batch); nearest-neighbour distances in the feature space grow with image
+contrast, so without it a bright image of a good part scores high everywhere (magnetic_tile:
+rank correlation 0.58 between a good image's brightness and its score). One gain per image
+keeps every local contrast ratio, so local defects stay as visible as before. A fixed target
+keeps the IR the same for every part fitted with the same backbone (fleets share it).
 """
 
 from __future__ import annotations
@@ -25,10 +38,48 @@ from torch import nn
 from ..errors import InvalidInputError
 from .tap import TapBackbone, create_backbone
 
-__all__ = ["FeatureExtractor", "CONFIG_FORMAT", "CONFIG_VERSION"]
+__all__ = ["FeatureExtractor", "CONFIG_FORMAT", "CONFIG_VERSION", "EXPOSURE_MODES", "check_exposure"]
 
 CONFIG_FORMAT = "npad_edge.feature_extractor"
-CONFIG_VERSION = 1
+#: 2 added ``exposure`` (absent or None in version 1 configs: no gain).
+CONFIG_VERSION = 2
+
+#: exposure modes (``"gain"``: one multiplicative gain per image; see the module docstring)
+EXPOSURE_MODES = ("gain",)
+DEFAULT_GAIN_RANGE = (0.25, 4.0)
+
+
+def check_exposure(exposure: Any, mean: Any = None) -> dict[str, Any] | None:
+    """Validate an exposure setting -> a normalised dict or None.
+
+    ``"gain"`` -> ``{"mode": "gain", "target": 255 * mean(mean), "min_gain": 0.25,
+    "max_gain": 4.0}`` (``mean``: the backbone's per-channel normalisation mean, 0..1), or an
+    explicit dict of those keys (a config read back)."""
+    if exposure is None:
+        return None
+    if isinstance(exposure, str):
+        if exposure not in EXPOSURE_MODES:
+            raise InvalidInputError(f"exposure must be None or one of {EXPOSURE_MODES}, got {exposure!r}")
+        if mean is None:
+            raise InvalidInputError("exposure 'gain' needs the backbone's normalisation mean for its target")
+        exposure = {"mode": exposure, "target": round(255.0 * float(sum(mean)) / len(mean), 4)}
+    if not isinstance(exposure, Mapping):
+        raise InvalidInputError(f"exposure must be None, 'gain' or a mapping with mode and target, got {exposure!r}")
+    e = dict(exposure)
+    unknown = set(e) - {"mode", "target", "min_gain", "max_gain"}
+    if unknown:
+        raise InvalidInputError(f"exposure: unknown key(s) {sorted(unknown)}")
+    if e.get("mode") not in EXPOSURE_MODES:
+        raise InvalidInputError(f"exposure mode must be one of {EXPOSURE_MODES}, got {e.get('mode')!r}")
+    lo = e.get("min_gain", DEFAULT_GAIN_RANGE[0])
+    hi = e.get("max_gain", DEFAULT_GAIN_RANGE[1])
+    t = e.get("target")
+    for name, v in (("target", t), ("min_gain", lo), ("max_gain", hi)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(float(v)) or float(v) <= 0:
+            raise InvalidInputError(f"exposure {name} must be a finite number > 0, got {v!r}")
+    if float(t) > 255.0 or float(hi) < float(lo):
+        raise InvalidInputError(f"exposure needs 0 < target <= 255 and min_gain <= max_gain, got {e!r}")
+    return {"mode": e["mode"], "target": float(t), "min_gain": float(lo), "max_gain": float(hi)}
 
 
 def _channel_pool_plan(d_in: int, d_out: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,7 +101,8 @@ def _channel_pool_plan(d_in: int, d_out: int) -> tuple[torch.Tensor, torch.Tenso
 class FeatureExtractor(nn.Module):
     """images (B, H, W, 3) uint8 RGB -> features (B, D, h, w) float32.
 
-    Steps: float, NHWC -> NCHW, bilinear antialiased resize to ``image_size``, normalise with the
+    Steps: float, NHWC -> NCHW, bilinear antialiased resize to ``image_size``, optionally one
+    exposure gain per image (``exposure``, module docstring), normalise with the
     backbone's mean/std, backbone taps, ``aggregate`` x ``aggregate`` local average per tap
     (stride 1, zero padding counted, as ``avg_pool2d(k, 1, k // 2)``), every tap brought to the
     grid of the stride-8 tap (coarser taps: bilinear upsampling, ``align_corners=False``; finer
@@ -69,6 +121,7 @@ class FeatureExtractor(nn.Module):
         feature_dim: int | None = None,
         aggregate: int = 3,
         antialias: bool = True,
+        exposure: str | Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(image_size, int):
@@ -90,6 +143,7 @@ class FeatureExtractor(nn.Module):
         self.feature_dim = feature_dim
         self.aggregate = aggregate
         self.antialias = bool(antialias)
+        self.exposure = check_exposure(exposure, backbone.mean)
         strides = backbone.strides
         self.grid_stride = 8 if 8 in strides else min(strides)
         self.grid_size = (
@@ -125,6 +179,11 @@ class FeatureExtractor(nn.Module):
         # graph keeps the resize for other input sizes.
         x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
                           antialias=self.antialias)
+        if self.exposure is not None:
+            e = self.exposure
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            gain = (e["target"] / mean.clamp_min(1e-3)).clamp(e["min_gain"], e["max_gain"])
+            x = x * gain
         return x * self._scale + self._shift
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -177,6 +236,7 @@ class FeatureExtractor(nn.Module):
             "grid_size": list(self.grid_size),
             "feature_dim": self.feature_dim,
             "out_dim": self.out_dim,
+            "exposure": self.exposure,
         }
 
     @classmethod
@@ -202,8 +262,9 @@ class FeatureExtractor(nn.Module):
             feature_dim=cfg.get("feature_dim"),
             aggregate=int(cfg.get("aggregate", 3)),
             antialias=bool(cfg.get("resize", {}).get("antialias", True)),
+            exposure=cfg.get("exposure"),
         )
 
     def extra_repr(self) -> str:
         return (f"image_size={self.image_size}, aggregate={self.aggregate}, "
-                f"grid_stride={self.grid_stride}, out_dim={self.out_dim}")
+                f"grid_stride={self.grid_stride}, out_dim={self.out_dim}, exposure={self.exposure}")
