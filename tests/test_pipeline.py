@@ -107,9 +107,18 @@ def test_calibrate_threshold_rule():
 
 
 def test_exposure_gain_recorded_by_default_and_off_on_request(small_bottle, fitted, tmp_path):
+    from npad_edge.data import read_image
     m = artifact.read_manifest(fitted)
     assert m.preprocess.exposure == m.backbone.config["exposure"]
-    assert m.preprocess.exposure["mode"] == "gain" and m.preprocess.exposure["target"] == pytest.approx(114.495)
+    # the target is the median mean intensity of the fit images (the held-out ones excluded)
+    held = set(m.extra["calibration"]["holdout_images"])
+    fit_means = [read_image(p).mean(dtype=np.float64) for p in small_bottle.train if p.name not in held]
+    assert len(fit_means) == 10
+    assert m.preprocess.exposure["mode"] == "gain"
+    assert m.preprocess.exposure["target"] == pytest.approx(float(np.median(fit_means)), abs=1e-3)
+    pinned = fit_model(small_bottle, tmp_path / "pinned", method="patchcore", image_size=128, holdout=2,
+                       method_settings={"coreset": 0.05}, seed=3, progress=False, exposure_target_value=100.0)
+    assert artifact.read_manifest(pinned).preprocess.exposure["target"] == 100.0
     off = fit_model(small_bottle, tmp_path / "off", method="patchcore", image_size=128, holdout=2,
                     method_settings={"coreset": 0.05}, seed=3, progress=False, exposure="off")
     mo = artifact.read_manifest(off)
@@ -118,6 +127,8 @@ def test_exposure_gain_recorded_by_default_and_off_on_request(small_bottle, fitt
     assert artifact.load_model(off).arrays["bank"].tobytes() != artifact.load_model(fitted).arrays["bank"].tobytes()
     with pytest.raises(InvalidInputError, match="exposure"):
         fit_model(small_bottle, tmp_path / "bad", image_size=128, exposure="auto", progress=False)
+    with pytest.raises(InvalidInputError, match="exposure"):
+        fit_model(small_bottle, tmp_path / "bad", image_size=128, exposure_target_value=0.0, progress=False)
     assert not (tmp_path / "bad").exists()
 
     # The same model written as format_version 1 (no exposure anywhere) loads and scores the same.
@@ -131,7 +142,6 @@ def test_exposure_gain_recorded_by_default_and_off_on_request(small_bottle, fitt
     raw["backbone"]["config"]["format_version"] = 1
     (v1 / "manifest.json").write_text(json.dumps(raw, indent=2))
     assert artifact.read_manifest(v1).preprocess.exposure is None
-    from npad_edge.data import read_image
     img = read_image(small_bottle.test[-1].path)
     a, b = FittedScorer(off).predict(img), FittedScorer(v1).predict(img)
     assert a.score == b.score

@@ -11,6 +11,7 @@ size, and the mean over categories per method.
 
     python tools/eval_suite.py --out /tmp/suite.md --json /tmp/suite.jsonl
     python tools/eval_suite.py --methods npad --set npad:radius=2 --image-size 320
+    python tools/eval_suite.py --exposure off        # the models before the exposure gain
 
 ``--set METHOD:k=v,k=v`` overrides method settings (for lever runs); ``--image-size`` is the
 short side (or HxW) as on the CLI. Each fit runs in this process, one after the other; fit peak
@@ -58,6 +59,7 @@ def main(argv=None) -> int:
     ap.add_argument("--image-size", default=None, help="short side N or HxW (default: the library default)")
     ap.add_argument("--taps", default=None)
     ap.add_argument("--backbone", default=None)
+    ap.add_argument("--exposure", default=None, choices=[None, "gain", "off"], help="default: the library default (gain)")
     ap.add_argument("--set", action="append", default=[], help="METHOD:k=v,k=v settings override")
     ap.add_argument("--export", default=None, choices=[None, "fp32", "int8"], help="evaluate the exported model")
     ap.add_argument("--workdir", default=None)
@@ -89,6 +91,8 @@ def main(argv=None) -> int:
                 kw["taps"] = args.taps.split(",")
             if args.backbone:
                 kw["backbone"] = args.backbone
+            if args.exposure:
+                kw["exposure"] = args.exposure
             out = work / f"{cat.name}_{method}"
             path = fit_model(cat, out, **kw)
             if args.export:

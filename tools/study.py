@@ -87,8 +87,12 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
             from npad_edge.data.geometry import letterbox
             fill = rule.split("-")[1]
             read = lambda p: letterbox(read_image(p), hw, fill=fill)[0]  # noqa: E731
-        be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim,
-                                 exposure=None if exposure == "off" else exposure)
+        expo = None
+        if exposure != "off":   # "gain": the training median, as fit_model; a number: that target
+            from npad_edge.pipeline import exposure_target
+            t = exposure_target(ds.train, read=read) if exposure == "gain" else float(exposure)
+            expo = {"mode": "gain", "target": t}
+        be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim, exposure=expo)
         if orient == "auto":
             base = read or read_image
             read = lambda p: (lambda im: np.ascontiguousarray(np.rot90(im)) if turn(im.shape, hw) else im)(base(p))  # noqa: E731
@@ -184,7 +188,7 @@ def main(argv=None) -> int:
     ap.add_argument("--label", default="")
     ap.add_argument("--rule", default="resize", help="resize | letterbox-mean | letterbox-edge (npad_edge.data.geometry)")
     ap.add_argument("--orient", default="keep", help="keep | auto: turn images a quarter to the model's orientation")
-    ap.add_argument("--exposure", default="gain", help="gain | off: one gain per image to the backbone's mean intensity (default gain)")
+    ap.add_argument("--exposure", default="gain", help="gain (default: to the training images' median mean intensity) | off | a fixed target, e.g. 114.5")
     ap.add_argument("--eval", default="model", help="model: maps/masks at the model input size; own: at each image's size")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))

@@ -14,16 +14,16 @@ the exported model accepts any input size).
 
 Exposure (``exposure``, config version 2): optionally, after the resize, every image is
 multiplied by one gain ``g = clip(target / mean(image), min_gain, max_gain)`` so that its mean
-intensity (over all pixels and channels, 0..255 scale) equals ``target``. The target is fixed
-by the backbone, not by the data: the mean intensity of its normalisation mean (ImageNet's:
-255 * mean(0.485, 0.456, 0.406) = 114.5), i.e. every image is auto-exposed to the average
-brightness of the images the backbone was trained on. Illumination and exposure are
-multiplicative and vary between images of the same good part (lamp ageing, auto-exposure,
-reflectivity of the batch); nearest-neighbour distances in the feature space grow with image
-contrast, so without it a bright image of a good part scores high everywhere (magnetic_tile:
-rank correlation 0.58 between a good image's brightness and its score). One gain per image
-keeps every local contrast ratio, so local defects stay as visible as before. A fixed target
-keeps the IR the same for every part fitted with the same backbone (fleets share it).
+intensity (over all pixels and channels, 0..255 scale) equals ``target``: at fit time the
+median of the training images' mean intensities (``pipeline.exposure_target``), so a typically
+exposed image is left (nearly) as it is and only the exposure deviations are undone.
+Illumination and exposure are multiplicative and vary between images of the same good part
+(lamp ageing, auto-exposure, reflectivity of the batch); nearest-neighbour distances in the
+feature space grow with image contrast, so without it a bright image of a good part scores high
+everywhere (magnetic_tile: rank correlation 0.58 between a good image's brightness and its
+score). One gain per image keeps every local contrast ratio, so local defects stay as visible
+as before. A fixed target for all data (the backbone's mean intensity, 114.5) was measured and
+rejected: it moves every bottle image by 0.84x and costs 0.5-0.8 PRO there (docs/accuracy.md).
 """
 
 from __future__ import annotations
@@ -49,22 +49,15 @@ EXPOSURE_MODES = ("gain",)
 DEFAULT_GAIN_RANGE = (0.25, 4.0)
 
 
-def check_exposure(exposure: Any, mean: Any = None) -> dict[str, Any] | None:
+def check_exposure(exposure: Any) -> dict[str, Any] | None:
     """Validate an exposure setting -> a normalised dict or None.
 
-    ``"gain"`` -> ``{"mode": "gain", "target": 255 * mean(mean), "min_gain": 0.25,
-    "max_gain": 4.0}`` (``mean``: the backbone's per-channel normalisation mean, 0..1), or an
-    explicit dict of those keys (a config read back)."""
+    ``{"mode": "gain", "target": float in (0, 255], "min_gain": float > 0 (default 0.25),
+    "max_gain": float >= min_gain (default 4)}``."""
     if exposure is None:
         return None
-    if isinstance(exposure, str):
-        if exposure not in EXPOSURE_MODES:
-            raise InvalidInputError(f"exposure must be None or one of {EXPOSURE_MODES}, got {exposure!r}")
-        if mean is None:
-            raise InvalidInputError("exposure 'gain' needs the backbone's normalisation mean for its target")
-        exposure = {"mode": exposure, "target": round(255.0 * float(sum(mean)) / len(mean), 4)}
     if not isinstance(exposure, Mapping):
-        raise InvalidInputError(f"exposure must be None, 'gain' or a mapping with mode and target, got {exposure!r}")
+        raise InvalidInputError(f"exposure must be None or a mapping with mode and target, got {exposure!r}")
     e = dict(exposure)
     unknown = set(e) - {"mode", "target", "min_gain", "max_gain"}
     if unknown:
@@ -121,7 +114,7 @@ class FeatureExtractor(nn.Module):
         feature_dim: int | None = None,
         aggregate: int = 3,
         antialias: bool = True,
-        exposure: str | Mapping[str, Any] | None = None,
+        exposure: Mapping[str, Any] | None = None,
     ):
         super().__init__()
         if isinstance(image_size, int):
@@ -143,7 +136,7 @@ class FeatureExtractor(nn.Module):
         self.feature_dim = feature_dim
         self.aggregate = aggregate
         self.antialias = bool(antialias)
-        self.exposure = check_exposure(exposure, backbone.mean)
+        self.exposure = check_exposure(exposure)
         strides = backbone.strides
         self.grid_stride = 8 if 8 in strides else min(strides)
         self.grid_size = (

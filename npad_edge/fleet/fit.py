@@ -59,10 +59,17 @@ class FitSettings:
     export: str = "none"
     int8_subset: int = 300
     skip_bad: bool = False
+    #: per-image exposure gain (``pipeline.fit_model``): "gain" or "off"; ``exposure_target``
+    #: pins the gain's target for every part (then parts of one backbone and input size share
+    #: one IR); None: each part's own training median (best accuracy, one IR per part)
+    exposure: str = "gain"
+    exposure_target: Optional[float] = None
 
     def __post_init__(self) -> None:
         if self.method not in ("patchcore", "npad"):
             raise InvalidInputError(f"method must be 'patchcore' or 'npad', got {self.method!r}")
+        if self.exposure not in ("gain", "off"):
+            raise InvalidInputError(f"exposure must be 'gain' or 'off', got {self.exposure!r}")
         if self.export not in EXPORTS:
             raise InvalidInputError(f"export must be one of {', '.join(EXPORTS)}, got {self.export!r}")
 
@@ -144,6 +151,7 @@ def fit_part(part: str, data_dir: str, fleet: str, settings: dict, threads: int)
         out = root / (fx.MODELS_DIR if s.export == "none" else f"{fx.WORK_DIR}/fitted") / part
         out.parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = dict(method=s.method, image_size=_size(s.image_size),
+                                      exposure=s.exposure, exposure_target_value=s.exposure_target,
                                       method_settings=s.method_settings or None, taps=s.taps,
                                       weights=s.weights, seed=s.seed, holdout=s.holdout, overwrite=True,
                                       on_error="skip" if s.skip_bad else "raise", progress=False,
