@@ -13,13 +13,21 @@ namespace npad {
 // once to IEEE half (nearest even) and every distance is then computed in float32 from the
 // rounded values, i.e. exactly the algorithm below run on Y' = float32(float16(Y)). Halves the
 // memory streamed per greedy step, which is what bounds its speed.
-enum class CoresetStorage { Float32, Float16 };
+//
+// Int8: Y quantised once with one symmetric scale, codes = clamp(rint(y * (127 / m)), -127, 127)
+// with m = max |Y| (rint: half to even; all codes 0 if m == 0), and every distance is
+// sqrt(float32(D)) with D = |code_i - code_j|^2 computed exactly in integers (Kernels::
+// l2_i8_blocks): the algorithm below run on the integer codes (the dequantised rows
+// scale * codes, scale = m / 127, up to that common factor). 1 byte per value, a quarter of
+// float32. Needs pd <= 4 * kI8MaxD4 (InvalidInput otherwise).
+enum class CoresetStorage { Float32, Float16, Int8 };
 
 // What a greedy_coreset call did (filled when a pointer is passed).
 struct CoresetInfo {
     CoresetStorage storage = CoresetStorage::Float32;  // used: Float16 falls back to Float32
                                                        // when a value of Y is beyond +-65504
     const char* isa = "";                              // the kernel set that ran
+    float int8_scale = 0.f;                            // Int8: m / 127 (0 otherwise)
     // rows_computed[s]: rows whose distance to the row selected at step s was computed
     // (the others were skipped by the triangle bound, or already selected); 0 at the last step.
     std::vector<std::int64_t> rows_computed;
