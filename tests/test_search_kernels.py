@@ -483,3 +483,66 @@ def test_l2_i8_blocks_hook_refuses_bad_shapes_and_codes(args):
 
     with pytest.raises(InvalidInputError):
         k("scalar", "l2_i8_blocks", *args)
+
+
+def greedy_step_reference(codes, qc, score, center, dcs, margin, step):
+    """Kernels::greedy_step_i8 as documented, in numpy (float32 throughout)."""
+    score, center = score.copy(), center.copy()
+    dd = np.sqrt(((codes - qc) ** 2).sum(1).astype(np.float32))
+    live = score != -np.inf
+    bound = np.where(center >= 0, dcs[np.maximum(center, 0)], np.float32(0))
+    need = live & ~((center >= 0) & (bound >= np.float32(margin) * score))
+    upd = need & (dd < score)
+    score[upd] = dd[upd]
+    center[upd] = step
+    best_v = score.max()
+    best_i = int(np.argmax(score)) if best_v != -np.inf else -1
+    return score, center, int(need.sum()), best_v, best_i
+
+
+STEP_CASES = ["mixed", "all_skipped", "all_neg_inf", "ties"]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_greedy_step_i8_bit_identical_to_scalar_and_reference(isa, case):
+    rng = np.random.default_rng(STEP_CASES.index(case))
+    n, pd = 16 * 9, 20
+    codes = rng.integers(-127, 128, (n, pd))
+    qc = rng.integers(-127, 128, pd)
+    x, xn = pack_i8_blocks(codes)
+    q = pack_i8_query(qc, x.shape[1])
+    d_true = np.sqrt(((codes - qc) ** 2).sum(1).astype(np.float32))
+    dcs = rng.uniform(0, 1000, 50).astype(np.float32)
+    score = (d_true * rng.uniform(0.5, 1.5, n)).astype(np.float32)  # about half improve
+    center = rng.integers(-1, 50, n).astype(np.int32)
+    margin = np.float32(2 * (1 + 1e-4))
+    if case == "mixed":
+        score[rng.integers(0, n, 20)] = -np.inf
+        dcs[:25] = 0  # never skipped
+        score[17] = np.inf  # a point with an infinite score is still computed
+        center[17] = -1
+    elif case == "all_skipped":
+        dcs[:] = 1e30
+        center[:] = rng.integers(0, 50, n)
+    elif case == "all_neg_inf":
+        score[:] = -np.inf
+    else:  # equal best scores in several lanes and blocks: the lowest row wins
+        dcs[:] = 1e30
+        center[:] = 0
+        score[:] = 1
+        score[[37, 5 + 16 * 3, 130]] = 7
+    args = (x, xn, q, int((qc**2).sum()), int(qc.sum()), score, center, dcs, float(margin), 42)
+    got = k(isa, "greedy_step_i8", *args)
+    ref = k("scalar", "greedy_step_i8", *args)
+    np.testing.assert_array_equal(got[0].view(np.uint32), ref[0].view(np.uint32))
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert got[2:] == ref[2:]
+    want = greedy_step_reference(codes, qc, score, center, dcs, margin, 42)
+    np.testing.assert_array_equal(ref[0], want[0])
+    np.testing.assert_array_equal(ref[1], want[1])
+    assert ref[2:] == want[2:]
+    if case == "ties":
+        assert ref[3:] == (7, 37)
+    if case == "all_neg_inf":
+        assert ref[2:] == (0, -np.inf, -1)

@@ -386,51 +386,24 @@ void run_greedy_i8(const I8Rows& Y, const Kernels& K, std::size_t n_select, std:
                 for (std::size_t r = 0; r < d4; ++r) blk[r * B + s % B] = q[r] ^ 0x80808080u;
                 cxn[s] = qn;
             }
-            // Phase B: as run_greedy, a block at a time; a block is computed if any of its
-            // rows needs it, and only those rows are updated.
+            // Phase B: as run_greedy, in one kernel call (Kernels::greedy_step_i8: a block's
+            // distances are computed if any of its rows needs one; only those rows update).
             if (sel >= lo && sel < hi) score[sel] = kNegInf;
             best = {kNegInf, std::numeric_limits<std::int64_t>::max()};
             const auto sc = static_cast<std::int32_t>(s);
             std::int64_t ncomp = 0;
-            // Local pointers: through the vectors' members GCC reloads them every row.
-            float* const sp = score.data();
-            std::int32_t* const cp = center.data();
-            const float* const dp = dcs.data();
-            const std::uint32_t* const yc = Y.codes.data();
-            const std::int32_t* const yn = Y.xn.data();
-            const std::uint32_t* const qp = q.data();
-            auto l2 = K.l2_i8_blocks;
-            float bv = kNegInf;
-            std::size_t bi = std::numeric_limits<std::size_t>::max();
-            alignas(64) float dd[B];
-            for (std::size_t b = b0; b < b1; ++b) {
-                float* sb = sp + b * B;
-                std::int32_t* cb = cp + b * B;
-                std::uint32_t need = 0;
-                for (std::size_t j = 0; j < B; ++j) {
-                    const float v = sb[j];
-                    const std::int32_t c = cb[j];
-                    const bool skip = v == kNegInf || (c >= 0 && dp[c] >= kMargin * v);
-                    need |= static_cast<std::uint32_t>(!skip) << j;
-                }
-                if (need != 0) {
-                    l2(yc + b * d4 * B, yn + b * B, 1, qp, qn, qsum, d4, dd);
-                    ncomp += __builtin_popcount(need);
-                    for (std::size_t j = 0; j < B; ++j) {
-                        if (((need >> j) & 1u) && dd[j] < sb[j]) {
-                            sb[j] = dd[j];
-                            cb[j] = sc;
-                        }
-                    }
-                }
-                for (std::size_t j = 0; j < B; ++j)
-                    if (sb[j] > bv) {
-                        bv = sb[j];
-                        bi = b * B + j;
-                    }
+            // The kernel of the dispatched set, in slices of < 2^27 blocks (its row indices are
+            // int32); a later slice's best wins only if strictly larger (first maximum).
+            constexpr std::size_t kSlice = std::size_t(1) << 26;
+            for (std::size_t b = b0; b < b1; b += kSlice) {
+                const std::size_t m = std::min(kSlice, b1 - b);
+                float bv;
+                std::int64_t bi;
+                ncomp += K.greedy_step_i8(Y.codes.data() + b * d4 * B, Y.xn.data() + b * B, m, q.data(), qn, qsum,
+                                          d4, score.data() + b * B, center.data() + b * B, dcs.data(), kMargin, sc,
+                                          &bv, &bi);
+                if (bi >= 0 && bv > best.v) best = {bv, static_cast<std::int64_t>(b * B) + bi};
             }
-            best = {bv, bi == std::numeric_limits<std::size_t>::max() ? std::numeric_limits<std::int64_t>::max()
-                                                                       : static_cast<std::int64_t>(bi)};
             slots[(par ^ 1) * T + t] = best;
             if (!computed.empty()) computed[t * n_select + s] = ncomp;
         }

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "avx512_epilogue.h"
+#include "avx512_i8_step.h"
 
 namespace npad {
 namespace {
@@ -152,6 +153,14 @@ void l2_i8_blocks(const std::uint32_t* x, const std::int32_t* xn, std::size_t nb
     }
 }
 
+std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                            const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4, float* score,
+                            std::int32_t* center, const float* dcs, float margin, std::int32_t step, float* best_v,
+                            std::int64_t* best_i) {
+    return greedy_step_i8_avx512(l2_i8_blocks, x, xn, nblocks, q, qn, qsum, d4, score, center, dcs, margin, step,
+                                 best_v, best_i);
+}
+
 }  // namespace
 
 const Kernels* avx512_vnni_kernels() {
@@ -163,6 +172,7 @@ const Kernels* avx512_vnni_kernels() {
         t.isa = Isa::Avx512Vnni;
         t.tile_i8 = tile_i8;
         t.l2_i8_blocks = l2_i8_blocks;
+        t.greedy_step_i8 = greedy_step_i8;
         return t;
     }();
     return &table;

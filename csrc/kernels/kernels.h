@@ -95,6 +95,17 @@ struct Kernels {
     void (*l2_i8_blocks)(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
                          const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4,
                          float* out);
+    // One greedy step's score update over the nblocks blocks at x (layout as l2_i8_blocks;
+    // nblocks < 2^27), rows r = 0 .. 16 nblocks - 1 with score[r] and center[r]: row r is
+    // computed unless score[r] == -inf or (center[r] >= 0 and dcs[center[r]] >= margin *
+    // score[r]) (the triangle bound); for a computed row, dd = l2_i8_blocks' distance and if
+    // dd < score[r] then score[r] = dd, center[r] = step. Then *best_v = the largest score,
+    // *best_i = the lowest row holding it (-inf and -1 if every score is -inf). Returns the
+    // number of computed rows. Same values and bits on every instruction set.
+    std::int64_t (*greedy_step_i8)(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                                   const std::uint32_t* q, std::int32_t qn, std::int32_t qsum,
+                                   std::size_t d4, float* score, std::int32_t* center, const float* dcs,
+                                   float margin, std::int32_t step, float* best_v, std::int64_t* best_i);
 };
 
 // Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.

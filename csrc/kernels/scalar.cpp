@@ -5,6 +5,7 @@
 
 #include "compact.h"
 #include "fp16.h"
+#include "i8_step.h"
 #include "kernels.h"
 
 namespace npad {
@@ -164,9 +165,18 @@ void l2_i8_blocks(const std::uint32_t* x, const std::int32_t*, std::size_t nbloc
     }
 }
 
+std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                            const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4, float* score,
+                            std::int32_t* center, const float* dcs, float margin, std::int32_t step, float* best_v,
+                            std::int64_t* best_i) {
+    return greedy_step_i8_rows(l2_i8_blocks, x, xn, nblocks, q, qn, qsum, d4, score, center, dcs, margin, step,
+                               best_v, best_i);
+}
+
 const Kernels kScalar = {
     "scalar",   Isa::Scalar,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
     dequant_i8_panel, packed_sqnorms, tile, tile_bf16, tile_i8, gather_dots, l2_i8_blocks,
+    greedy_step_i8,
 };
 
 }  // namespace
