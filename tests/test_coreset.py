@@ -255,17 +255,20 @@ def test_duplicates_still_give_distinct_indices():
     assert set(got[:3] // 4) == {0, 1, 2}  # one of each distinct point first
 
 
-def test_progress_reports_and_finishes():
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_progress_reports_and_finishes(storage):
     rng = np.random.default_rng(0)
     features = rng.standard_normal((500, 16), dtype=np.float32)
     calls = []
-    search.greedy_coreset(features, 50, proj_dim=8, progress=lambda done, total: calls.append((done, total)))
+    search.greedy_coreset(features, 50, proj_dim=8, progress=lambda done, total: calls.append((done, total)),
+                          storage=storage)
     assert calls[0] == (0, 50) and calls[-1] == (50, 50)
     assert all(0 <= d <= t == 50 for d, t in calls)
 
 
+@pytest.mark.parametrize("storage", ["float32", "int8"])
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
-def test_exception_in_progress_stops_and_propagates(exc):
+def test_exception_in_progress_stops_and_propagates(exc, storage):
     features = np.random.default_rng(0).standard_normal((50000, 32), dtype=np.float32)
     seen = []
 
@@ -275,7 +278,7 @@ def test_exception_in_progress_stops_and_propagates(exc):
             raise exc("stop")
 
     with pytest.raises(exc, match="stop"):
-        search.greedy_coreset(features, 40000, proj_dim=None, progress=progress, threads=2)
+        search.greedy_coreset(features, 40000, proj_dim=None, progress=progress, threads=2, storage=storage)
     assert len(seen) == 2 and 0 < seen[-1] < 40000  # stopped at the second report
 
 
