@@ -420,8 +420,9 @@ void run_greedy_i8(const I8Rows& Y, const Kernels& K, std::size_t n_select, std:
 // With finite_msg, a non-finite value is reported as such (the first one in row-major order,
 // before any norm error, as a separate finiteness scan would); a non-finite value makes the
 // row's sum non-finite, so both checks are one pass, split over the threads. Four double
-// accumulators per row (dims r mod 4): a plain sequential sum is latency-bound (~30 ms on
-// 200k x 128), and the check is only a threshold far from any value the data can reach.
+// accumulators per row (dims r mod 4): the sequential sum was a chain of dependent adds and a
+// hot spot of short calls in a profile; the check is a threshold, and the order of the sum
+// changes its result only by double-precision rounding (each product is exact in double).
 void check_rows(const float* y, std::size_t n, std::size_t d, const char* what, int threads, bool finite_msg) {
     constexpr double kMax = std::numeric_limits<float>::max() / 4.0;
     constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
@@ -479,6 +480,10 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
         throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
     if (n_starts == 0) throw InvalidInput("n_starts must be >= 1; got 0");
     const Kernels& K = active_kernels();  // dispatched once for the whole call
+    if (storage == CoresetStorage::Int8 && (proj_dim > 0 ? proj_dim : d) > 4 * kI8MaxD4)
+        throw InvalidInput("int8 storage needs at most " + std::to_string(4 * kI8MaxD4) +
+                           " (projected) dimensions, where exact int32 distances stay below 2^31; got " +
+                           std::to_string(proj_dim > 0 ? proj_dim : d));
 
     check_rows(features, n, d, "features", threads, true);
     std::vector<float> projected;
@@ -515,10 +520,6 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
         }
     }
     if (storage == CoresetStorage::Int8) {
-        if (pd > 4 * kI8MaxD4)
-            throw InvalidInput("int8 storage needs at most " + std::to_string(4 * kI8MaxD4) +
-                               " (projected) dimensions, where exact int32 distances stay below 2^31; got " +
-                               std::to_string(pd));
         I8Rows y8 = quantize_i8(y, n, pd, threads);
         std::vector<float>().swap(projected);
         if (info) {

@@ -45,11 +45,13 @@ struct CoresetInfo {
 //    score[sel] = -inf (so that it is never chosen again, even among exact duplicates);
 //    score[i] = min(score[i], sqrt(|Y_i - Y_sel|^2)) for all i.
 // Memory beyond the input: Y (n x proj_dim floats, when projecting; then n x pd halves with
-// Float16 storage, the float32 copy being freed first) and O(n) scores.
+// Float16 storage, the float32 copy being freed first; with Int8, n x pd bytes (rows padded to
+// 16, dims to 4) plus 4 bytes per row, the float32 copy freed after quantising) and O(n) scores.
 // threads >= 1; ctl.poll(done, total) is called from the calling thread now and then.
 // Every distance is computed by the direct kernel l2sq_f32 / l2sq_f16, whose rounding is the
-// same on every instruction set (kernels.h), and the projection by the tile kernel (also
-// bit-identical): same inputs and seed, same indices on any ISA and thread count.
+// same on every instruction set (kernels.h), or with Int8 exactly in integers (l2_i8_blocks,
+// greedy_step_i8), and the projection by the tile kernel (also bit-identical): same inputs and
+// seed, same indices on any ISA and thread count.
 void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
                     std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
                     Control& ctl, std::int64_t* out, CoresetStorage storage = CoresetStorage::Float32,
