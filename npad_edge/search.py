@@ -364,20 +364,35 @@ def greedy_coreset(
     ``"float32"`` for that call (a warning is logged and ``info["storage"]`` says so): rounding
     it would give inf and NaN distances.
 
+    ``storage="int8"`` quantises Y once after step 1 with one symmetric scale: m = max |Y|,
+    Q = clip(rint(Y * float32(127 / m)), -127, 127) (rint: half to even, the product in float32;
+    all Q = 0 if m == 0), an (N, proj_dim) int8 matrix, a quarter of float32's memory. Steps 2-3
+    then run exactly as above on the integer codes Q with every distance
+    sqrt(float32(D)), D = ||Q_i - Q_j||^2 computed exactly in integers (rounded once to float32,
+    then IEEE sqrt): the same indices as this algorithm on Q, i.e. on the dequantised rows
+    ``info["int8_scale"] * Q`` (scale = m / 127) up to that common factor. Quantisation moves each
+    value by up to scale / 2, so the selection differs from float32's as float16's does, more
+    (docs/search.md measures the overlap on real features). Needs proj_dim (or D when not
+    projecting) <= 32768, where exact int32 distances stay below 2^31. The fastest storage on
+    large N: every step reads N x proj_dim bytes (docs/search.md).
+
     Rows of ``features`` (and of Y) must have squared norm at most ``MAX_SQUARED_NORM``
     (FLT_MAX / 4), where float32 distances would overflow: InvalidInputError otherwise.
 
     Same seed, same indices, on any thread count and any instruction set: the projection and
-    every distance are computed in one fixed float32 order on every kernel set (scalar, AVX2,
-    AVX-512, NEON; tested for the sets the test machine has). Memory beyond the input: Y (N x
-    proj_dim float32, then N x proj_dim float16 with ``storage="float16"``) and O(N).
+    every distance are computed in one fixed float32 order (int8: exact integers) on every
+    kernel set (scalar, AVX2, AVX-512, AVX512-VNNI, NEON; tested for the sets the test machine
+    has). Memory beyond the input: Y (N x
+    proj_dim float32, then N x proj_dim float16 or int8 with ``storage="float16"`` / ``"int8"``)
+    and O(N).
     ``progress(done, total)`` is called with the GIL every ~50 ms and at the end; an exception
     it raises (or Ctrl-C) stops the selection and propagates.
 
     ``return_info=True`` returns ``(indices, info)`` with info a dict: ``"storage"`` (used),
-    ``"requested_storage"``, ``"isa"`` (the kernel set that ran) and ``"rows_computed"``
+    ``"requested_storage"``, ``"isa"`` (the kernel set that ran), ``"rows_computed"``
     ((n_select,) int64: rows whose distance to the row selected at each step was computed, the
-    rest skipped by the triangle bound or already selected; 0 at the last step).
+    rest skipped by the triangle bound or already selected; 0 at the last step) and, with
+    ``storage="int8"``, ``"int8_scale"`` (m / 127 as a float32 value).
     """
     _check_matrix(features, "features")
     n, d = features.shape
@@ -397,8 +412,11 @@ def greedy_coreset(
     seed = _int(seed, "seed")
     if progress is not None and not callable(progress):
         raise InvalidInputError(f"progress must be callable(done, total) or None; got {progress!r}")
-    if storage not in ("float32", "float16"):
-        raise InvalidInputError(f"storage must be 'float32' or 'float16'; got {storage!r}")
+    if storage not in ("float32", "float16", "int8"):
+        raise InvalidInputError(f"storage must be 'float32', 'float16' or 'int8'; got {storage!r}")
+    if storage == "int8" and (effective_proj or d) > 32768:
+        raise InvalidInputError(f"storage='int8' needs at most 32768 (projected) dimensions, where exact "
+                                f"int32 distances stay below 2^31; got {effective_proj or d}")
     indices, info = _core.greedy_coreset(features, n_select, effective_proj, n_starts, seed & 0xFFFFFFFFFFFFFFFF,
                                          _threads(threads), progress, storage)
     info["requested_storage"] = storage

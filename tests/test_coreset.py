@@ -128,6 +128,103 @@ def test_float16_storage_equals_reference_on_rounded_projection(isa, n, d, n_sel
     np.testing.assert_array_equal(got, want)
 
 
+def int8_codes(features, proj_dim, seed):
+    """Y as greedy_coreset(storage="int8") holds it, by the documented formula: the float32
+    projection (the C++ GEMM), m = max |Y|, codes = clip(rint(Y * float32(127 / m)), -127, 127)
+    (rint: half to even, in float32), scale = m / 127."""
+    n, d = features.shape
+    y = features
+    if proj_dim is not None and proj_dim < d:
+        y = _core.project(features, search.projection_matrix(d, proj_dim, seed), 1)
+    m = np.abs(y).max()
+    inv = np.float32(127) / m if m > 0 else np.float32(0)
+    codes = np.clip(np.rint(y * inv), -127, 127).astype(np.int64)
+    return codes, np.float32(m) / np.float32(127)
+
+
+def numpy_greedy_int8(features, n_select, proj_dim=128, n_starts=10, seed=0):
+    """The documented algorithm on the int8 codes: each distance sqrt(float32(D)) with D the
+    exact (int64) squared code distance; scores summed over the starts in float32, in order."""
+    codes, _ = int8_codes(features, proj_dim, seed)
+    n = len(codes)
+
+    def dist(i):
+        return np.sqrt(((codes - codes[i]) ** 2).sum(1).astype(np.float32))
+
+    starts = search.coreset_start_indices(n, n_starts, seed)
+    score = np.zeros(n, np.float32)
+    for s in starts:
+        score += dist(s)
+    score /= np.float32(len(starts))
+    out = []
+    for _ in range(n_select):
+        sel = int(np.argmax(score))
+        out.append(sel)
+        score[sel] = -np.inf
+        score = np.minimum(score, dist(sel))
+    return np.array(out, np.int64)
+
+
+@pytest.mark.parametrize("isa", search.available_isas())
+@pytest.mark.parametrize(
+    "n,d,n_select,proj_dim,n_starts,seed",
+    [(400, 48, 60, 16, 10, 0), (300, 10, 300, 128, 3, 7), (257, 33, 40, None, 1, 123), (50, 8, 20, 4, 100, 5),
+     (3000, 40, 300, 20, 10, 2), (1, 3, 1, None, 10, 0), (17, 130, 17, None, 2, 1)],
+)
+def test_int8_storage_equals_reference_on_the_codes(isa, n, d, n_select, proj_dim, n_starts, seed):
+    rng = np.random.default_rng(seed)
+    features = rng.standard_normal((n, d), dtype=np.float32)
+    try:
+        search.set_isa(isa)
+        got, info = search.greedy_coreset(features, n_select, proj_dim=proj_dim, n_starts=n_starts, seed=seed,
+                                          storage="int8", threads=2, return_info=True)
+    finally:
+        search.set_isa(None)
+    np.testing.assert_array_equal(got, numpy_greedy_int8(features, n_select, proj_dim, n_starts, seed))
+    assert info["storage"] == info["requested_storage"] == "int8" and info["isa"] == isa
+    assert info["int8_scale"] == int8_codes(features, proj_dim, seed)[1]
+    assert len(set(got.tolist())) == n_select
+
+
+def test_int8_storage_pruning_threads_and_duplicates():
+    # Clustered data: the triangle bound skips most rows (on the integer distances); the result
+    # is the reference's on any thread count. Duplicated rows still give distinct indices.
+    rng = np.random.default_rng(4)
+    centers = 10 * rng.standard_normal((30, 24))
+    features = (centers[rng.integers(0, 30, 3000)] + 0.3 * rng.standard_normal((3000, 24))).astype(np.float32)
+    features[2000:2100] = features[0]
+    want = numpy_greedy_int8(features, 400, 12, 10, 3)
+    for threads in (1, 2, 3):
+        idx, info = search.greedy_coreset(features, 400, proj_dim=12, seed=3, threads=threads, storage="int8",
+                                          return_info=True)
+        np.testing.assert_array_equal(idx, want)
+        rows = info["rows_computed"]
+        assert rows[0] == 3000 - 1 and rows[-1] == 0
+        assert rows[200:399].mean() < 0.2 * 3000  # the bound applies late in the run
+
+
+def test_int8_storage_all_zero_and_large_values():
+    # m = 0: every code is 0, every distance 0, so the lowest indices win in order.
+    got, info = search.greedy_coreset(np.zeros((40, 8), np.float32), 5, storage="int8", return_info=True)
+    np.testing.assert_array_equal(got, np.arange(5))
+    assert info["int8_scale"] == 0
+    # Values far beyond the float16 range need no fallback: one scale covers them.
+    x = np.random.default_rng(0).standard_normal((500, 16)).astype(np.float32) * 1e6
+    got, info = search.greedy_coreset(x, 50, proj_dim=None, storage="int8", return_info=True)
+    np.testing.assert_array_equal(got, numpy_greedy_int8(x, 50, None))
+    assert info["storage"] == "int8"
+
+
+def test_int8_storage_refuses_too_many_dimensions():
+    # Exact int32 distances need D <= 4 * 8192 (254^2 per dimension).
+    x = np.zeros((3, 32769), np.float32)
+    with pytest.raises(InvalidInputError, match="32768"):
+        search.greedy_coreset(x, 2, proj_dim=None, storage="int8")
+    assert len(search.greedy_coreset(x, 2, proj_dim=8, storage="int8")) == 2  # projected: accepted
+    with pytest.raises(InvalidInputError, match="32768"):  # the C++ boundary checks it too
+        _core.greedy_coreset(x, 2, 0, 10, 0, 1, None, "int8")
+
+
 def test_float16_storage_pruning_and_threads():
     rng = np.random.default_rng(4)
     centers = 10 * rng.standard_normal((30, 24))
@@ -158,17 +255,20 @@ def test_duplicates_still_give_distinct_indices():
     assert set(got[:3] // 4) == {0, 1, 2}  # one of each distinct point first
 
 
-def test_progress_reports_and_finishes():
+@pytest.mark.parametrize("storage", ["float32", "int8"])
+def test_progress_reports_and_finishes(storage):
     rng = np.random.default_rng(0)
     features = rng.standard_normal((500, 16), dtype=np.float32)
     calls = []
-    search.greedy_coreset(features, 50, proj_dim=8, progress=lambda done, total: calls.append((done, total)))
+    search.greedy_coreset(features, 50, proj_dim=8, progress=lambda done, total: calls.append((done, total)),
+                          storage=storage)
     assert calls[0] == (0, 50) and calls[-1] == (50, 50)
     assert all(0 <= d <= t == 50 for d, t in calls)
 
 
+@pytest.mark.parametrize("storage", ["float32", "int8"])
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
-def test_exception_in_progress_stops_and_propagates(exc):
+def test_exception_in_progress_stops_and_propagates(exc, storage):
     features = np.random.default_rng(0).standard_normal((50000, 32), dtype=np.float32)
     seen = []
 
@@ -178,7 +278,7 @@ def test_exception_in_progress_stops_and_propagates(exc):
             raise exc("stop")
 
     with pytest.raises(exc, match="stop"):
-        search.greedy_coreset(features, 40000, proj_dim=None, progress=progress, threads=2)
+        search.greedy_coreset(features, 40000, proj_dim=None, progress=progress, threads=2, storage=storage)
     assert len(seen) == 2 and 0 < seen[-1] < 40000  # stopped at the second report
 
 
@@ -229,7 +329,7 @@ GOOD = np.zeros((10, 4), np.float32)
         (GOOD, {"n_starts": 0}, "n_starts"),
         (GOOD, {"threads": 0}, "threads"),
         (GOOD, {"progress": 3}, "progress"),
-        (GOOD, {"storage": "int8"}, "storage"),
+        (GOOD, {"storage": "int4"}, "storage"),
         (np.array([[0, np.nan]] * 3, np.float32), {"proj_dim": 1}, "NaN"),
         (np.array([[0, np.inf]] * 3, np.float32), {"proj_dim": None}, "inf"),
     ],
@@ -239,6 +339,25 @@ def test_bad_input(features, kwargs, match):
     n_select = kwargs.pop("n_select")
     with pytest.raises(InvalidInputError, match=match):
         search.greedy_coreset(features, n_select, **kwargs)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_nonfinite_reported_before_any_norm_error(threads):
+    # Finiteness and norms are checked in one pass split over the threads; a non-finite value is
+    # still the error reported, at its first position, even after an earlier too-large row.
+    x = np.zeros((10_000, 4), np.float32)
+    x[100] = 1e19  # squared norm 4e38 > FLT_MAX / 4
+    x[9000, 2] = np.nan
+    x[9500, 1] = np.inf
+    with pytest.raises(InvalidInputError, match="row 9000, column 2 is NaN"):
+        search.greedy_coreset(x, 2, proj_dim=None, threads=threads)
+    x[9000, 2] = 0
+    with pytest.raises(InvalidInputError, match="row 9500, column 1 is inf"):
+        search.greedy_coreset(x, 2, proj_dim=None, threads=threads)
+    x[9500, 1] = 0
+    x[7000] = 1e19
+    with pytest.raises(InvalidInputError, match="features row 100 has a squared norm of 4e\\+38"):
+        search.greedy_coreset(x, 2, proj_dim=None, threads=threads)
 
 
 def test_equals_reference_on_clustered_data_where_pruning_applies():
@@ -300,7 +419,8 @@ def test_overflowing_projection_refused():
     "d,proj_dim,storage,seed",
     # Found on this machine (AVX2): these selected different rows on scalar and AVX2 when the
     # per-pair kernels rounded differently per ISA.
-    [(48, None, "float32", 0), (200, 128, "float16", 0), (200, 128, "float32", 1), (20, None, "float32", 4)],
+    [(48, None, "float32", 0), (200, 128, "float16", 0), (200, 128, "float32", 1), (20, None, "float32", 4),
+     (200, 128, "int8", 0), (20, None, "int8", 4)],
 )
 def test_same_indices_on_every_isa(d, proj_dim, storage, seed):
     x = np.random.default_rng(seed).standard_normal((2000, d)).astype(np.float32)

@@ -78,6 +78,20 @@ def test_patchcore_bank_rows_come_from_training_set_and_coreset_is_seeded():
     assert all((rows == r).all(1).any() for r in a)
 
 
+@pytest.mark.parametrize("storage", ["float32", "float16", "int8"])
+def test_patchcore_coreset_storage_choices(storage):
+    # int8 is opt-in (the default stays float16); every choice selects training rows, seeded.
+    train = _feats()
+    rows = train.transpose(0, 2, 3, 1).reshape(-1, 8)
+    a = get_method("patchcore", coreset=0.1, coreset_storage=storage).fit(train, seed=0).bank
+    b = get_method("patchcore", coreset=0.1, coreset_storage=storage).fit(train, seed=0).bank
+    np.testing.assert_array_equal(a, b)
+    assert all((rows == r).all(1).any() for r in a)
+    assert get_method("patchcore").settings["coreset_storage"] == "float16"
+    with pytest.raises(InvalidInputError, match="coreset_storage"):
+        get_method("patchcore", coreset_storage="int4")
+
+
 def test_patchcore_reweighting_matches_direct_formula():
     train, test = _feats(), _feats(n=4, seed=2)
     test = _with_anomaly(test, amount=1.5)

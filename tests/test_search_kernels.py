@@ -407,3 +407,142 @@ def test_env_var_forces_each_isa_through_the_compact_search(isa):
     ref = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
     assert got[0] == isa and ref[0] == "scalar"
     assert got[1:] == ref[1:]
+
+
+def pack_i8_blocks(codes):
+    """(n, pd) int codes in [-127, 127] -> the l2_i8_blocks layout: x (nb, d4, 16) uint32 words of
+    the biased bytes code + 128 (dim 4r + t in byte t of word r), xn (nb * 16,) int32 squared norms;
+    rows padded to a multiple of 16 and dims to a multiple of 4 with code 0."""
+    n, pd = codes.shape
+    d4, nb = (pd + 3) // 4, (n + 15) // 16
+    c = np.zeros((nb * 16, d4 * 4), np.int64)
+    c[:n, :pd] = codes
+    u = (c + 128).astype(np.uint32)
+    w = u[:, 0::4] | (u[:, 1::4] << 8) | (u[:, 2::4] << 16) | (u[:, 3::4] << 24)
+    x = np.ascontiguousarray(w.reshape(nb, 16, d4).transpose(0, 2, 1)).astype(np.uint32)
+    return x, (c**2).sum(1).astype(np.int32)
+
+
+def pack_i8_query(codes, d4):
+    c = np.zeros(4 * d4, np.int64)
+    c[: codes.size] = codes
+    b = (c & 0xFF).astype(np.uint32)
+    return (b[0::4] | (b[1::4] << 8) | (b[2::4] << 16) | (b[3::4] << 24)).astype(np.uint32)
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("pd,n", [(1, 16), (5, 37), (16, 3), (128, 100), (130, 33), (1000, 20)])
+def test_l2_i8_blocks_exact_and_bit_identical_to_scalar(isa, pd, n):
+    # greedy_coreset(storage="int8"): exact integer squared distances, one rounding to float32,
+    # IEEE sqrt -- the same bits on every ISA (SIMD kernels use |x|^2 + |q|^2 - 2 x.q).
+    rng = np.random.default_rng(pd + n)
+    codes = rng.integers(-127, 128, (n, pd))
+    codes[0] = 127  # extremes: largest |x - q| with the query at -127
+    qc = rng.integers(-127, 128, pd)
+    qc[: pd // 2] = -127
+    x, xn = pack_i8_blocks(codes)
+    q = pack_i8_query(qc, x.shape[1])
+    args = (x, xn, q, int((qc**2).sum()), int(qc.sum()))
+    got = k(isa, "l2_i8_blocks", *args)
+    ref = k("scalar", "l2_i8_blocks", *args)
+    assert got.dtype == np.float32 and got.shape == (x.shape[0] * 16,)
+    np.testing.assert_array_equal(got.view(np.uint32), ref.view(np.uint32))
+    want = np.sqrt(((codes - qc) ** 2).sum(1).astype(np.float32))  # int64 exact, then float32
+    np.testing.assert_array_equal(ref[:n], want)
+    np.testing.assert_array_equal(ref[n:], np.sqrt(np.float32((qc**2).sum())))  # padding rows: code 0
+
+
+@pytest.mark.parametrize("isa", ISAS)
+def test_l2_i8_blocks_largest_distance_stays_exact(isa):
+    # The int32 range: D = 4 d4 x 254^2 with d4 = 8192 (the largest accepted) is < 2^31, and
+    # beyond 2^24 the conversion to float32 rounds (to nearest even) the same way everywhere.
+    d4 = 8192
+    codes = np.full((16, 4 * d4), 127)
+    codes[1:] = np.random.default_rng(0).integers(-127, 128, (15, 4 * d4))
+    qc = np.full(4 * d4, -127)
+    x, xn = pack_i8_blocks(codes)
+    args = (x, xn, pack_i8_query(qc, d4), int((qc**2).sum()), int(qc.sum()))
+    got = k(isa, "l2_i8_blocks", *args)
+    np.testing.assert_array_equal(got, np.sqrt(((codes - qc) ** 2).sum(1).astype(np.float32)))
+    assert got[0] == np.sqrt(np.float32(4 * d4 * 254**2))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        (np.zeros((1, 2, 15), np.uint32), np.zeros(16, np.int32), np.zeros(2, np.uint32), 0, 0),
+        (np.zeros((1, 2, 16), np.uint32) + 0x80808080, np.zeros(15, np.int32), np.zeros(2, np.uint32), 0, 0),
+        (np.zeros((1, 2, 16), np.uint32) + 0x80808080, np.zeros(16, np.int32), np.zeros(3, np.uint32), 0, 0),
+        (np.zeros((1, 2, 16), np.uint32), np.zeros(16, np.int32), np.zeros(2, np.uint32), 0, 0),  # code -128
+        (np.zeros((1, 2, 16), np.uint32) + 0x80808080, np.zeros(16, np.int32), np.full(2, 0x80, np.uint32), 0, 0),
+        (np.zeros((1, 8193, 16), np.uint32) + 0x80808080, np.zeros(16, np.int32), np.zeros(8193, np.uint32), 0, 0),
+    ],
+)
+def test_l2_i8_blocks_hook_refuses_bad_shapes_and_codes(args):
+    from npad_edge.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError):
+        k("scalar", "l2_i8_blocks", *args)
+
+
+def greedy_step_reference(codes, qc, score, center, dcs, margin, step):
+    """Kernels::greedy_step_i8 as documented, in numpy (float32 throughout)."""
+    score, center = score.copy(), center.copy()
+    dd = np.sqrt(((codes - qc) ** 2).sum(1).astype(np.float32))
+    live = score != -np.inf
+    bound = np.where(center >= 0, dcs[np.maximum(center, 0)], np.float32(0))
+    need = live & ~((center >= 0) & (bound >= np.float32(margin) * score))
+    upd = need & (dd < score)
+    score[upd] = dd[upd]
+    center[upd] = step
+    best_v = score.max()
+    best_i = int(np.argmax(score)) if best_v != -np.inf else -1
+    return score, center, int(need.sum()), best_v, best_i
+
+
+STEP_CASES = ["mixed", "all_skipped", "all_neg_inf", "ties"]
+
+
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("case", STEP_CASES)
+def test_greedy_step_i8_bit_identical_to_scalar_and_reference(isa, case):
+    rng = np.random.default_rng(STEP_CASES.index(case))
+    n, pd = 16 * 9, 20
+    codes = rng.integers(-127, 128, (n, pd))
+    qc = rng.integers(-127, 128, pd)
+    x, xn = pack_i8_blocks(codes)
+    q = pack_i8_query(qc, x.shape[1])
+    d_true = np.sqrt(((codes - qc) ** 2).sum(1).astype(np.float32))
+    dcs = rng.uniform(0, 1000, 50).astype(np.float32)
+    score = (d_true * rng.uniform(0.5, 1.5, n)).astype(np.float32)  # about half improve
+    center = rng.integers(-1, 50, n).astype(np.int32)
+    margin = np.float32(2 * (1 + 1e-4))
+    if case == "mixed":
+        score[rng.integers(0, n, 20)] = -np.inf
+        dcs[:25] = 0  # never skipped
+        score[17] = np.inf  # a point with an infinite score is still computed
+        center[17] = -1
+    elif case == "all_skipped":
+        dcs[:] = 1e30
+        center[:] = rng.integers(0, 50, n)
+    elif case == "all_neg_inf":
+        score[:] = -np.inf
+    else:  # equal best scores in several lanes and blocks: the lowest row wins
+        dcs[:] = 1e30
+        center[:] = 0
+        score[:] = 1
+        score[[37, 5 + 16 * 3, 130]] = 7
+    args = (x, xn, q, int((qc**2).sum()), int(qc.sum()), score, center, dcs, float(margin), 42)
+    got = k(isa, "greedy_step_i8", *args)
+    ref = k("scalar", "greedy_step_i8", *args)
+    np.testing.assert_array_equal(got[0].view(np.uint32), ref[0].view(np.uint32))
+    np.testing.assert_array_equal(got[1], ref[1])
+    assert got[2:] == ref[2:]
+    want = greedy_step_reference(codes, qc, score, center, dcs, margin, 42)
+    np.testing.assert_array_equal(ref[0], want[0])
+    np.testing.assert_array_equal(ref[1], want[1])
+    assert ref[2:] == want[2:]
+    if case == "ties":
+        assert ref[3:] == (7, 37)
+    if case == "all_neg_inf":
+        assert ref[2:] == (0, -np.inf, -1)

@@ -140,7 +140,8 @@ py::tuple py_greedy_coreset(const py::array& features, long long n_select, long 
     CoresetStorage st;
     if (storage == "float32") st = CoresetStorage::Float32;
     else if (storage == "float16") st = CoresetStorage::Float16;
-    else throw InvalidInput("storage must be 'float32' or 'float16'; got '" + storage + "'");
+    else if (storage == "int8") st = CoresetStorage::Int8;
+    else throw InvalidInput("storage must be 'float32', 'float16' or 'int8'; got '" + storage + "'");
     py::array_t<std::int64_t> out(static_cast<std::size_t>(n_select));
     const float* x = static_cast<const float*>(features.data());
     std::int64_t* o = out.mutable_data();
@@ -159,7 +160,10 @@ py::tuple py_greedy_coreset(const py::array& features, long long n_select, long 
     py::array_t<std::int64_t> rows(info.rows_computed.size());
     std::copy(info.rows_computed.begin(), info.rows_computed.end(), rows.mutable_data());
     py::dict d_info;
-    d_info["storage"] = info.storage == CoresetStorage::Float16 ? "float16" : "float32";
+    d_info["storage"] = info.storage == CoresetStorage::Float16 ? "float16"
+                        : info.storage == CoresetStorage::Int8  ? "int8"
+                                                                 : "float32";
+    if (info.storage == CoresetStorage::Int8) d_info["int8_scale"] = info.int8_scale;
     d_info["isa"] = std::string(info.isa);
     d_info["rows_computed"] = rows;
     return py::make_tuple(out, d_info);
@@ -288,6 +292,55 @@ py::object kernel_call(const std::string& isa, const std::string& op, py::args a
             K.tile_i8(pq, xa.data(), qp.shape(0), qs, xs, xsum, qn, xn, thr, out.mutable_data(), mask.mutable_data());
         }
         return py::make_tuple(out, mask);
+    }
+    if (op == "l2_i8_blocks" || op == "greedy_step_i8") {
+        // x (nblocks, d4, 16) uint32, xn (nblocks * 16,) int32, q (d4,) uint32, qn, qsum
+        // greedy_step_i8 also: score (nblocks * 16,) float32, center (same) int32, dcs float32,
+        // margin, step; returns (score, center, computed, best_v, best_i) on copies.
+        const bool step_op = op == "greedy_step_i8";
+        if (args.size() != (step_op ? 10u : 5u))
+            throw InvalidInput(op + (step_op ? " takes x, xn, q, qn, qsum, score, center, dcs, margin, step"
+                                             : " takes x, xn, q, qn, qsum"));
+        const py::array x = arr(0), xn = arr(1), q = arr(2);
+        auto px = data_of<std::uint32_t>(x, "x", 3);
+        auto pn = data_of<std::int32_t>(xn, "xn", 1);
+        auto pq = data_of<std::uint32_t>(q, "q", 1);
+        const auto nblocks = static_cast<std::size_t>(x.shape(0)), d4 = static_cast<std::size_t>(x.shape(1));
+        if (x.shape(2) != static_cast<py::ssize_t>(kI8Block) || xn.shape(0) != x.shape(0) * x.shape(2) ||
+            q.shape(0) != x.shape(1))
+            throw InvalidInput("l2_i8_blocks needs x (nblocks, d4, 16), xn (nblocks * 16,) and q (d4,)");
+        if (d4 == 0 || d4 > kI8MaxD4) throw InvalidInput("d4 must be in [1, " + std::to_string(kI8MaxD4) + "]");
+        // The kernel's contract: codes in [-127, 127], i.e. no stored byte 0 and no query byte 0x80.
+        for (std::size_t k = 0; k < nblocks * d4 * kI8Block; ++k)
+            for (int t = 0; t < 4; ++t)
+                if (((px[k] >> (8 * t)) & 0xFFu) == 0) throw InvalidInput("x holds a code of -128");
+        for (std::size_t r = 0; r < d4; ++r)
+            for (int t = 0; t < 4; ++t)
+                if (((pq[r] >> (8 * t)) & 0xFFu) == 0x80u) throw InvalidInput("q holds a code of -128");
+        const auto qn = args[3].cast<std::int32_t>(), qsum = args[4].cast<std::int32_t>();
+        if (!step_op) {
+            py::array_t<float> out(nblocks * kI8Block);
+            K.l2_i8_blocks(px, pn, nblocks, pq, qn, qsum, d4, out.mutable_data());
+            return std::move(out);
+        }
+        const py::array sc = arr(5), ce = arr(6), dc = arr(7);
+        auto psc = data_of<float>(sc, "score", 1);
+        auto pce = data_of<std::int32_t>(ce, "center", 1);
+        auto pdc = data_of<float>(dc, "dcs", 1);
+        if (sc.shape(0) != xn.shape(0) || ce.shape(0) != xn.shape(0))
+            throw InvalidInput("score and center need nblocks * 16 entries");
+        for (py::ssize_t i = 0; i < ce.shape(0); ++i)
+            if (pce[i] >= dc.shape(0)) throw InvalidInput("center indices must be < len(dcs)");
+        py::array_t<float> score(sc.shape(0));
+        py::array_t<std::int32_t> center(ce.shape(0));
+        std::copy(psc, psc + sc.shape(0), score.mutable_data());
+        std::copy(pce, pce + ce.shape(0), center.mutable_data());
+        float bv = 0.f;
+        std::int64_t bi = 0;
+        const std::int64_t computed =
+            K.greedy_step_i8(px, pn, nblocks, pq, qn, qsum, d4, score.mutable_data(), center.mutable_data(), pdc,
+                             args[8].cast<float>(), args[9].cast<std::int32_t>(), &bv, &bi);
+        return py::make_tuple(score, center, computed, bv, bi);
     }
     if (op == "gather_dots") {  // q (d,), rows (n * d,) row-major float32, cols (n,) int64
         const py::array q = arr(0), b = arr(1), c = arr(2);

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <stdexcept>
 #include <limits>
 #include <string>
@@ -211,20 +212,261 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
     }
 }
 
+// ---- int8 storage -----------------------------------------------------------------------
+
+// Y quantised once with one symmetric scale: codes = clamp(rint(y * (127 / m)), -127, 127),
+// m = max |Y| (all codes 0 if m == 0), rint rounding half to even; held in the blocked layout
+// of Kernels::l2_i8_blocks (rows padded to a multiple of kI8Block with code 0).
+struct I8Rows {
+    std::size_t n = 0, pd = 0, d4 = 0, nb = 0;
+    float scale = 0.f;  // m / 127: the dequantised rows are scale * codes
+    avector<std::uint32_t> codes;  // nb blocks of [d4][kI8Block] words
+    avector<std::int32_t> xn;      // nb * kI8Block squared code norms
+
+    // Row i's codes as query words (the stored bytes minus the bias of 128), its squared
+    // norm and its code sum.
+    void query(std::size_t i, std::uint32_t* q, std::int32_t& qn, std::int32_t& qsum) const {
+        const std::uint32_t* blk = codes.data() + (i / kI8Block) * d4 * kI8Block;
+        qsum = 0;
+        for (std::size_t r = 0; r < d4; ++r) {
+            q[r] = blk[r * kI8Block + i % kI8Block] ^ 0x80808080u;
+            for (int t = 0; t < 4; ++t) qsum += static_cast<std::int8_t>((q[r] >> (8 * t)) & 0xFFu);
+        }
+        qn = xn[i];
+    }
+};
+
+I8Rows quantize_i8(const float* y, std::size_t n, std::size_t pd, int threads) {
+    I8Rows s;
+    s.n = n;
+    s.pd = pd;
+    s.d4 = (pd + 3) / 4;
+    s.nb = (n + kI8Block - 1) / kI8Block;
+    const int T = static_cast<int>(std::min<std::size_t>(std::max(1, threads), s.nb));
+    // |y| as bits: for finite values the unsigned order is the numeric order.
+    std::vector<std::uint32_t> part(T, 0);
+    parallel_run(T, [&](int t) {
+        const std::size_t lo = n * pd * t / T, hi = n * pd * (t + 1) / T;
+        std::uint32_t m = 0;
+        for (std::size_t k = lo; k < hi; ++k) {
+            std::uint32_t b;
+            std::memcpy(&b, y + k, 4);
+            m = std::max(m, b & 0x7FFFFFFFu);
+        }
+        part[t] = m;
+    });
+    const std::uint32_t mb = *std::max_element(part.begin(), part.end());
+    float m;
+    std::memcpy(&m, &mb, 4);
+    const float inv = m > 0.f ? 127.f / m : 0.f;
+    s.scale = m / 127.f;
+    s.codes.assign(s.nb * s.d4 * kI8Block, 0x80808080u);
+    s.xn.assign(s.nb * kI8Block, 0);
+    parallel_run(T, [&](int t) {
+        std::vector<std::int32_t> c(4 * s.d4, 0);  // one row's codes, padding dims 0
+        for (std::size_t b = s.nb * t / T; b < s.nb * (t + 1) / T; ++b) {
+            std::uint32_t* blk = s.codes.data() + b * s.d4 * kI8Block;
+            for (std::size_t j = 0; j < kI8Block && b * kI8Block + j < n; ++j) {
+                const float* row = y + (b * kI8Block + j) * pd;
+                std::int32_t norm = 0;
+                for (std::size_t k = 0; k < pd; ++k) {
+                    // rint (half to even) as x + 1.5 * 2^23 - 1.5 * 2^23, exact for |x| < 2^22
+                    // (here |x| <= 127 + rounding), in float32 (no contraction: -ffp-contract=off),
+                    // so that the compiler vectorises it.
+                    const float v = (row[k] * inv + 12582912.f) - 12582912.f;
+                    const auto iv = static_cast<std::int32_t>(v);
+                    const std::int32_t cv = iv < -127 ? -127 : (iv > 127 ? 127 : iv);
+                    c[k] = cv;
+                    norm += cv * cv;
+                }
+                for (std::size_t r = 0; r < s.d4; ++r)
+                    blk[r * kI8Block + j] = static_cast<std::uint32_t>(c[4 * r] + 128) |
+                                            static_cast<std::uint32_t>(c[4 * r + 1] + 128) << 8 |
+                                            static_cast<std::uint32_t>(c[4 * r + 2] + 128) << 16 |
+                                            static_cast<std::uint32_t>(c[4 * r + 3] + 128) << 24;
+                s.xn[b * kI8Block + j] = norm;
+            }
+        }
+    });
+    return s;
+}
+
+// run_greedy on I8Rows: the same algorithm, barriers and triangle bound, with every distance
+// sqrt(float32(exact integer squared distance)) from l2_i8_blocks, a block of kI8Block rows
+// at a time. Workers own whole blocks; the selected rows are copied into blocks too, so the
+// center distances of Phase A are one l2_i8_blocks call per worker.
+void run_greedy_i8(const I8Rows& Y, const Kernels& K, std::size_t n_select, std::size_t n_starts,
+                   std::uint64_t seed, int threads, Control& ctl, std::int64_t* out,
+                   std::vector<std::int64_t>* rows_computed) {
+    constexpr std::size_t B = kI8Block;
+    const std::size_t n = Y.n, d4 = Y.d4, nb = Y.nb;
+    const std::vector<std::int64_t> starts = start_indices(n, n_starts, seed);
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    // Padding rows (index >= n) keep score -inf: never computed, never selected.
+    std::vector<float> score(nb * B, kNegInf);
+    std::vector<std::int32_t> center(nb * B, -1);
+    int T = static_cast<int>(std::min<std::size_t>(std::max(1, threads), (n + 4095) / 4096));
+    T = std::max(T, 1);
+    std::vector<Best> slots(2 * T);
+    std::atomic<bool> stop_flag[2];
+    stop_flag[0] = stop_flag[1] = false;
+    const std::size_t ncb = (n_select + B - 1) / B;
+    std::vector<float> dcs(ncb * B, 0.f);
+    avector<std::uint32_t> crows(ncb * d4 * B, 0x80808080u);
+    avector<std::int32_t> cxn(ncb * B, 0);
+    SpinBarrier barrier(T);
+    constexpr float kMargin = 2.f * (1.f + 1e-4f);
+    std::vector<std::int64_t> computed(rows_computed ? T * n_select : 0, 0);
+
+    parallel_run(T, [&](int t) {
+        const std::size_t b0 = nb * t / T, b1 = nb * (t + 1) / T;
+        const std::size_t lo = b0 * B, hi = std::min(b1 * B, n);
+        std::vector<std::uint32_t> q(d4);
+        std::int32_t qn = 0, qsum = 0;
+        constexpr std::size_t kChunk = 64;  // blocks per kernel call in the start scores
+        std::vector<float> dist(kChunk * B);
+        Best best{kNegInf, std::numeric_limits<std::int64_t>::max()};
+        std::fill(score.begin() + lo, score.begin() + hi, 0.f);
+        // Every start against one chunk of blocks at a time (128 KB, it stays in cache), so Y
+        // is read once; each row still sums its distances in start order.
+        const std::size_t nst = starts.size();
+        std::vector<std::uint32_t> sq(nst * d4);
+        std::vector<std::int32_t> sqn(nst), sqs(nst);
+        for (std::size_t k = 0; k < nst; ++k)
+            Y.query(static_cast<std::size_t>(starts[k]), sq.data() + k * d4, sqn[k], sqs[k]);
+        for (std::size_t b = b0; b < b1; b += kChunk) {
+            const std::size_t m = std::min(kChunk, b1 - b);
+            const std::size_t e = std::min((b + m) * B, hi);
+            for (std::size_t k = 0; k < nst; ++k) {
+                K.l2_i8_blocks(Y.codes.data() + b * d4 * B, Y.xn.data() + b * B, m, sq.data() + k * d4, sqn[k],
+                               sqs[k], d4, dist.data());
+                for (std::size_t i = b * B; i < e; ++i) score[i] += dist[i - b * B];
+            }
+        }
+        const float ns = static_cast<float>(starts.size());
+        for (std::size_t i = lo; i < hi; ++i) {
+            const float v = score[i] / ns;
+            score[i] = v;
+            if (better(v, static_cast<std::int64_t>(i), best)) best = {v, static_cast<std::int64_t>(i)};
+        }
+        slots[t] = best;
+        for (std::size_t s = 0; s < n_select; ++s) {
+            const int par = static_cast<int>(s & 1);
+            if (t == 0) {
+                ctl.maybe_poll(s, n_select);
+                stop_flag[par].store(ctl.stopped(), std::memory_order_relaxed);
+            }
+            barrier.wait();
+            if (stop_flag[par].load(std::memory_order_relaxed)) break;
+            Best win = slots[par * T];
+            for (int u = 1; u < T; ++u) {
+                const Best& c = slots[par * T + u];
+                if (better(c.v, c.i, win)) win = c;
+            }
+            if (win.i < 0 || win.i >= static_cast<std::int64_t>(n))
+                throw std::runtime_error("greedy_coreset: no row has a finite score at step " + std::to_string(s) +
+                                         " (non-finite distances); this is a bug, please report it");
+            const std::size_t sel = static_cast<std::size_t>(win.i);
+            if (t == 0) out[s] = win.i;
+            if (s + 1 == n_select) break;
+            Y.query(sel, q.data(), qn, qsum);
+            // Phase A: distances to the earlier centers, whole center blocks per worker (the
+            // lanes >= s of the last block are computed and never read).
+            if (s > 0) {
+                const std::size_t nc = (s + B - 1) / B;
+                const std::size_t c0 = nc * t / T, c1 = nc * (t + 1) / T;
+                if (c1 > c0)
+                    K.l2_i8_blocks(crows.data() + c0 * d4 * B, cxn.data() + c0 * B, c1 - c0, q.data(), qn, qsum,
+                                   d4, dcs.data() + c0 * B);
+                barrier.wait();
+            }
+            // The new center joins the center blocks after Phase A (which reads whole blocks).
+            if (t == 0) {
+                std::uint32_t* blk = crows.data() + (s / B) * d4 * B;
+                for (std::size_t r = 0; r < d4; ++r) blk[r * B + s % B] = q[r] ^ 0x80808080u;
+                cxn[s] = qn;
+            }
+            // Phase B: as run_greedy, in one kernel call (Kernels::greedy_step_i8: a block's
+            // distances are computed if any of its rows needs one; only those rows update).
+            if (sel >= lo && sel < hi) score[sel] = kNegInf;
+            best = {kNegInf, std::numeric_limits<std::int64_t>::max()};
+            const auto sc = static_cast<std::int32_t>(s);
+            std::int64_t ncomp = 0;
+            // The kernel of the dispatched set, in slices of < 2^27 blocks (its row indices are
+            // int32); a later slice's best wins only if strictly larger (first maximum).
+            constexpr std::size_t kSlice = std::size_t(1) << 26;
+            for (std::size_t b = b0; b < b1; b += kSlice) {
+                const std::size_t m = std::min(kSlice, b1 - b);
+                float bv;
+                std::int64_t bi;
+                ncomp += K.greedy_step_i8(Y.codes.data() + b * d4 * B, Y.xn.data() + b * B, m, q.data(), qn, qsum,
+                                          d4, score.data() + b * B, center.data() + b * B, dcs.data(), kMargin, sc,
+                                          &bv, &bi);
+                if (bi >= 0 && bv > best.v) best = {bv, static_cast<std::int64_t>(b * B) + bi};
+            }
+            slots[(par ^ 1) * T + t] = best;
+            if (!computed.empty()) computed[t * n_select + s] = ncomp;
+        }
+    });
+    if (rows_computed) {
+        rows_computed->assign(n_select, 0);
+        for (int t = 0; t < T; ++t)
+            for (std::size_t s = 0; s < n_select; ++s) (*rows_computed)[s] += computed[t * n_select + s];
+    }
+}
+
 // Squared norm of each row (in double, so that the check itself cannot overflow) at most
 // FLT_MAX / 4: then every |Y_i - Y_j|^2 <= 2 |Y_i|^2 + 2 |Y_j|^2 stays finite in float32.
-void check_sqnorms(const float* y, std::size_t n, std::size_t d, const char* what) {
+// With finite_msg, a non-finite value is reported as such (the first one in row-major order,
+// before any norm error, as a separate finiteness scan would); a non-finite value makes the
+// row's sum non-finite, so both checks are one pass, split over the threads. Four double
+// accumulators per row (dims r mod 4): the sequential sum was a chain of dependent adds and a
+// hot spot of short calls in a profile; the check is a threshold, and the order of the sum
+// changes its result only by double-precision rounding (each product is exact in double).
+void check_rows(const float* y, std::size_t n, std::size_t d, const char* what, int threads, bool finite_msg) {
     constexpr double kMax = std::numeric_limits<float>::max() / 4.0;
-    for (std::size_t i = 0; i < n; ++i) {
-        double s = 0;
-        for (std::size_t r = 0; r < d; ++r) s += static_cast<double>(y[i * d + r]) * y[i * d + r];
-        if (!(s <= kMax)) {
-            char v[32];
-            std::snprintf(v, sizeof v, "%.3g", s);
-            throw InvalidInput(std::string(what) + " row " + std::to_string(i) + " has a squared norm of " + v +
-                               ", beyond FLT_MAX / 4 = 8.5e37 where float32 distances overflow: scale the "
-                               "features down");
+    constexpr std::size_t kNone = std::numeric_limits<std::size_t>::max();
+    const int T = static_cast<int>(std::min<std::size_t>(std::max(1, threads), (n + 4095) / 4096));
+    std::vector<std::size_t> first_bad(std::max(T, 1), kNone), first_nonfinite(std::max(T, 1), kNone);
+    std::vector<double> bad_sum(std::max(T, 1), 0.0);
+    parallel_run(std::max(T, 1), [&](int t) {
+        const std::size_t lo = n * t / T, hi = n * (t + 1) / T;
+        for (std::size_t i = lo; i < hi; ++i) {
+            const float* row = y + i * d;
+            double a[4] = {0, 0, 0, 0};
+            std::size_t r = 0;
+            for (; r + 4 <= d; r += 4)
+                for (std::size_t u = 0; u < 4; ++u) a[u] += static_cast<double>(row[r + u]) * row[r + u];
+            for (; r < d; ++r) a[0] += static_cast<double>(row[r]) * row[r];
+            const double s = (a[0] + a[1]) + (a[2] + a[3]);
+            if (s <= kMax) continue;
+            bool finite = true;
+            for (std::size_t k = 0; k < d && finite; ++k) finite = std::isfinite(row[k]);
+            if (!finite && finite_msg) {
+                first_nonfinite[t] = i;
+                break;  // nothing later in this range can be reported before it
+            }
+            if (first_bad[t] == kNone) {
+                first_bad[t] = i;
+                bad_sum[t] = s;
+            }
         }
+    });
+    for (int t = 0; t < T; ++t) {
+        const std::size_t i = first_nonfinite[t];
+        if (i == kNone) continue;
+        std::size_t k = 0;
+        while (std::isfinite(y[i * d + k])) ++k;
+        throw InvalidInput("features must be finite; row " + std::to_string(i) + ", column " + std::to_string(k) +
+                           " is " + (std::isnan(y[i * d + k]) ? "NaN" : "inf"));
+    }
+    for (int t = 0; t < T; ++t) {
+        if (first_bad[t] == kNone) continue;
+        char v[32];
+        std::snprintf(v, sizeof v, "%.3g", bad_sum[t]);
+        throw InvalidInput(std::string(what) + " row " + std::to_string(first_bad[t]) + " has a squared norm of " + v +
+                           ", beyond FLT_MAX / 4 = 8.5e37 where float32 distances overflow: scale the "
+                           "features down");
     }
 }
 
@@ -238,12 +480,12 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
         throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
     if (n_starts == 0) throw InvalidInput("n_starts must be >= 1; got 0");
     const Kernels& K = active_kernels();  // dispatched once for the whole call
+    if (storage == CoresetStorage::Int8 && (proj_dim > 0 ? proj_dim : d) > 4 * kI8MaxD4)
+        throw InvalidInput("int8 storage needs at most " + std::to_string(4 * kI8MaxD4) +
+                           " (projected) dimensions, where exact int32 distances stay below 2^31; got " +
+                           std::to_string(proj_dim > 0 ? proj_dim : d));
 
-    for (std::size_t i = 0; i < n * d; ++i)
-        if (!std::isfinite(features[i]))
-            throw InvalidInput("features must be finite; row " + std::to_string(i / d) + ", column " +
-                               std::to_string(i % d) + " is " + (std::isnan(features[i]) ? "NaN" : "inf"));
-    check_sqnorms(features, n, d, "features");
+    check_rows(features, n, d, "features", threads, true);
     std::vector<float> projected;
     const float* y = features;
     std::size_t pd = d;
@@ -254,7 +496,7 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
         ctl.throw_if_stopped();
         y = projected.data();
         pd = proj_dim;
-        check_sqnorms(y, n, pd, "projected features");
+        check_rows(y, n, pd, "projected features", threads, false);
     }
     std::vector<std::int64_t>* counts = info ? &info->rows_computed : nullptr;
     if (info) info->isa = K.name;
@@ -276,6 +518,17 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
         } else {
             storage = CoresetStorage::Float32;
         }
+    }
+    if (storage == CoresetStorage::Int8) {
+        I8Rows y8 = quantize_i8(y, n, pd, threads);
+        std::vector<float>().swap(projected);
+        if (info) {
+            info->storage = CoresetStorage::Int8;
+            info->int8_scale = y8.scale;
+        }
+        ctl.maybe_poll(0, n_select, true);
+        ctl.throw_if_stopped();
+        run_greedy_i8(y8, K, n_select, n_starts, seed, threads, ctl, out, counts);
     }
     if (storage == CoresetStorage::Float32) {
         if (info) info->storage = CoresetStorage::Float32;

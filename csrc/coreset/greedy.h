@@ -13,13 +13,21 @@ namespace npad {
 // once to IEEE half (nearest even) and every distance is then computed in float32 from the
 // rounded values, i.e. exactly the algorithm below run on Y' = float32(float16(Y)). Halves the
 // memory streamed per greedy step, which is what bounds its speed.
-enum class CoresetStorage { Float32, Float16 };
+//
+// Int8: Y quantised once with one symmetric scale, codes = clamp(rint(y * (127 / m)), -127, 127)
+// with m = max |Y| (rint: half to even; all codes 0 if m == 0), and every distance is
+// sqrt(float32(D)) with D = |code_i - code_j|^2 computed exactly in integers (Kernels::
+// l2_i8_blocks): the algorithm below run on the integer codes (the dequantised rows
+// scale * codes, scale = m / 127, up to that common factor). 1 byte per value, a quarter of
+// float32. Needs pd <= 4 * kI8MaxD4 (InvalidInput otherwise).
+enum class CoresetStorage { Float32, Float16, Int8 };
 
 // What a greedy_coreset call did (filled when a pointer is passed).
 struct CoresetInfo {
     CoresetStorage storage = CoresetStorage::Float32;  // used: Float16 falls back to Float32
                                                        // when a value of Y is beyond +-65504
     const char* isa = "";                              // the kernel set that ran
+    float int8_scale = 0.f;                            // Int8: m / 127 (0 otherwise)
     // rows_computed[s]: rows whose distance to the row selected at step s was computed
     // (the others were skipped by the triangle bound, or already selected); 0 at the last step.
     std::vector<std::int64_t> rows_computed;
@@ -37,11 +45,13 @@ struct CoresetInfo {
 //    score[sel] = -inf (so that it is never chosen again, even among exact duplicates);
 //    score[i] = min(score[i], sqrt(|Y_i - Y_sel|^2)) for all i.
 // Memory beyond the input: Y (n x proj_dim floats, when projecting; then n x pd halves with
-// Float16 storage, the float32 copy being freed first) and O(n) scores.
+// Float16 storage, the float32 copy being freed first; with Int8, n x pd bytes (rows padded to
+// 16, dims to 4) plus 4 bytes per row, the float32 copy freed after quantising) and O(n) scores.
 // threads >= 1; ctl.poll(done, total) is called from the calling thread now and then.
 // Every distance is computed by the direct kernel l2sq_f32 / l2sq_f16, whose rounding is the
-// same on every instruction set (kernels.h), and the projection by the tile kernel (also
-// bit-identical): same inputs and seed, same indices on any ISA and thread count.
+// same on every instruction set (kernels.h), or with Int8 exactly in integers (l2_i8_blocks,
+// greedy_step_i8), and the projection by the tile kernel (also bit-identical): same inputs and
+// seed, same indices on any ISA and thread count.
 void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
                     std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
                     Control& ctl, std::int64_t* out, CoresetStorage storage = CoresetStorage::Float32,

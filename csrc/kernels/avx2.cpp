@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "fp16.h"
+#include "i8_step.h"
 
 namespace npad {
 namespace {
@@ -151,12 +152,57 @@ void tile(const float* qp, const float* xp, std::size_t d, const float* qn, cons
     }
 }
 
+// int8 coreset distances (kernels.h): as the AVX-512 (BW) kernel, 16-bit multiply-adds of the
+// even and odd biased bytes with the query's codes, the block's 16 rows in two ymm of 8 lanes.
+void l2_i8_blocks(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks, const std::uint32_t* q,
+                  std::int32_t qn, std::int32_t qsum, std::size_t d4, float* out) {
+    const __m256i lo8 = _mm256_set1_epi32(0x00FF00FF);
+    // Wrapping 32-bit arithmetic: D itself is < 2^31, so the wrapped intermediates cancel.
+    const __m256i k = _mm256_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(qn) +
+                                                         256u * static_cast<std::uint32_t>(qsum)));
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        const std::uint32_t* blk = x + b * d4 * kI8Block;
+        __m256i a0 = _mm256_setzero_si256(), a1 = _mm256_setzero_si256();
+        __m256i c0 = _mm256_setzero_si256(), c1 = _mm256_setzero_si256();
+        for (std::size_t r = 0; r < d4; ++r) {
+            const __m256i w0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + r * kI8Block));
+            const __m256i w1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(blk + r * kI8Block + 8));
+            const __m256i qb = _mm256_set1_epi32(static_cast<int>(q[r]));
+            const __m256i qe = _mm256_srai_epi16(_mm256_slli_epi16(qb, 8), 8);
+            const __m256i qo = _mm256_srai_epi16(qb, 8);
+            a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(_mm256_and_si256(w0, lo8), qe));
+            a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(_mm256_and_si256(w1, lo8), qe));
+            c0 = _mm256_add_epi32(c0, _mm256_madd_epi16(_mm256_srli_epi16(w0, 8), qo));
+            c1 = _mm256_add_epi32(c1, _mm256_madd_epi16(_mm256_srli_epi16(w1, 8), qo));
+        }
+        const std::int32_t* n = xn + b * kI8Block;
+        const __m256i d0 = _mm256_sub_epi32(
+            _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(n)), k),
+            _mm256_slli_epi32(_mm256_add_epi32(a0, c0), 1));
+        const __m256i d1 = _mm256_sub_epi32(
+            _mm256_add_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(n + 8)), k),
+            _mm256_slli_epi32(_mm256_add_epi32(a1, c1), 1));
+        _mm256_storeu_ps(out + b * kI8Block, _mm256_sqrt_ps(_mm256_cvtepi32_ps(d0)));
+        _mm256_storeu_ps(out + b * kI8Block + 8, _mm256_sqrt_ps(_mm256_cvtepi32_ps(d1)));
+    }
+}
+
+// The oracle's row loop around the AVX2 block distances.
+std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                            const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4, float* score,
+                            std::int32_t* center, const float* dcs, float margin, std::int32_t step, float* best_v,
+                            std::int64_t* best_i) {
+    return greedy_step_i8_rows(l2_i8_blocks, x, xn, nblocks, q, qn, qsum, d4, score, center, dcs, margin, step,
+                               best_v, best_i);
+}
+
 const Kernels kAvx2 = {
     "avx2",     Isa::Avx2,        l2sq_f32,       l2sq_f16, f16_to_f32,
     f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
     // Compact tiles and re-rank dots: none native here; dispatch completes them with the
     // scalar oracle's (bit-identical by definition).
     nullptr,    nullptr,          nullptr,
+    l2_i8_blocks, greedy_step_i8,
 };
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "avx512_epilogue.h"
+#include "avx512_i8_step.h"
 #include "fp16.h"
 
 namespace npad {
@@ -188,9 +189,46 @@ void gather_dots(const float* q, const float* bank, std::size_t d, const std::in
     }
 }
 
+// int8 coreset distances with 16-bit multiply-adds (no VNNI): the 16 lanes are the block's
+// rows; per word, the even bytes (dims 4r, 4r+2) and the odd bytes (4r+1, 4r+3) of the biased
+// row codes are widened to 16 bits and VPMADDWD'd with the query's codes, so each lane gets
+// x.q + 128 sum(q) exactly; then D = xn + qn + 256 qsum - 2 acc (kernels.h).
+void l2_i8_blocks(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks, const std::uint32_t* q,
+                  std::int32_t qn, std::int32_t qsum, std::size_t d4, float* out) {
+    const __m512i lo8 = _mm512_set1_epi32(0x00FF00FF);
+    // Wrapping 32-bit arithmetic: D itself is < 2^31, so the wrapped intermediates cancel.
+    const __m512i k = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(qn) +
+                                                         256u * static_cast<std::uint32_t>(qsum)));
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        const std::uint32_t* blk = x + b * d4 * kI8Block;
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        for (std::size_t r = 0; r < d4; ++r) {
+            const __m512i w = _mm512_loadu_si512(blk + r * kI8Block);
+            const __m512i qb = _mm512_set1_epi32(static_cast<int>(q[r]));
+            const __m512i qe = _mm512_srai_epi16(_mm512_slli_epi16(qb, 8), 8);
+            const __m512i qo = _mm512_srai_epi16(qb, 8);
+            a0 = _mm512_add_epi32(a0, _mm512_madd_epi16(_mm512_and_si512(w, lo8), qe));
+            a1 = _mm512_add_epi32(a1, _mm512_madd_epi16(_mm512_srli_epi16(w, 8), qo));
+        }
+        const __m512i acc = _mm512_add_epi32(a0, a1);
+        const __m512i dd = _mm512_sub_epi32(_mm512_add_epi32(_mm512_loadu_si512(xn + b * kI8Block), k),
+                                            _mm512_slli_epi32(acc, 1));
+        _mm512_storeu_ps(out + b * kI8Block, _mm512_sqrt_ps(_mm512_cvtepi32_ps(dd)));
+    }
+}
+
+std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                            const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4, float* score,
+                            std::int32_t* center, const float* dcs, float margin, std::int32_t step, float* best_v,
+                            std::int64_t* best_i) {
+    return greedy_step_i8_avx512(l2_i8_blocks, x, xn, nblocks, q, qn, qsum, d4, score, center, dcs, margin, step,
+                                 best_v, best_i);
+}
+
 const Kernels kAvx512 = {
     "avx512",   Isa::Avx512,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
-    dequant_i8_panel, packed_sqnorms, tile, tile_bf16, nullptr, gather_dots,
+    dequant_i8_panel, packed_sqnorms, tile, tile_bf16, nullptr, gather_dots, l2_i8_blocks,
+    greedy_step_i8,
 };
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include "avx512_epilogue.h"
+#include "avx512_i8_step.h"
 
 namespace npad {
 namespace {
@@ -122,6 +123,44 @@ void tile_i8(const std::uint32_t* qp, const std::uint32_t* xp, std::size_t d4, c
     epilogue_avx512(dot, qn, xn, thr, out, mask);
 }
 
+// int8 coreset distances (kernels.h) with VPDPBUSD: the block's 16 rows are the lanes, the
+// biased row bytes the unsigned operand and the query word (four int8 codes, broadcast) the
+// signed one, so each lane accumulates x.q + 128 sum(q) exactly, 64 products per instruction.
+// Four accumulators (integer sums: any order is exact) hide the instruction's latency.
+void l2_i8_blocks(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks, const std::uint32_t* q,
+                  std::int32_t qn, std::int32_t qsum, std::size_t d4, float* out) {
+    // Wrapping 32-bit arithmetic: D itself is < 2^31, so the wrapped intermediates cancel.
+    const __m512i k = _mm512_set1_epi32(static_cast<int>(static_cast<std::uint32_t>(qn) +
+                                                         256u * static_cast<std::uint32_t>(qsum)));
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        const std::uint32_t* blk = x + b * d4 * kI8Block;
+        __m512i a0 = _mm512_setzero_si512(), a1 = _mm512_setzero_si512();
+        __m512i a2 = _mm512_setzero_si512(), a3 = _mm512_setzero_si512();
+        std::size_t r = 0;
+        for (; r + 4 <= d4; r += 4) {
+            const std::uint32_t* w = blk + r * kI8Block;
+            dpbusd(a0, _mm512_loadu_si512(w), _mm512_set1_epi32(static_cast<int>(q[r])));
+            dpbusd(a1, _mm512_loadu_si512(w + kI8Block), _mm512_set1_epi32(static_cast<int>(q[r + 1])));
+            dpbusd(a2, _mm512_loadu_si512(w + 2 * kI8Block), _mm512_set1_epi32(static_cast<int>(q[r + 2])));
+            dpbusd(a3, _mm512_loadu_si512(w + 3 * kI8Block), _mm512_set1_epi32(static_cast<int>(q[r + 3])));
+        }
+        for (; r < d4; ++r)
+            dpbusd(a0, _mm512_loadu_si512(blk + r * kI8Block), _mm512_set1_epi32(static_cast<int>(q[r])));
+        const __m512i acc = _mm512_add_epi32(_mm512_add_epi32(a0, a1), _mm512_add_epi32(a2, a3));
+        const __m512i dd = _mm512_sub_epi32(_mm512_add_epi32(_mm512_loadu_si512(xn + b * kI8Block), k),
+                                            _mm512_slli_epi32(acc, 1));
+        _mm512_storeu_ps(out + b * kI8Block, _mm512_sqrt_ps(_mm512_cvtepi32_ps(dd)));
+    }
+}
+
+std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                            const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4, float* score,
+                            std::int32_t* center, const float* dcs, float margin, std::int32_t step, float* best_v,
+                            std::int64_t* best_i) {
+    return greedy_step_i8_avx512(l2_i8_blocks, x, xn, nblocks, q, qn, qsum, d4, score, center, dcs, margin, step,
+                                 best_v, best_i);
+}
+
 }  // namespace
 
 const Kernels* avx512_vnni_kernels() {
@@ -132,6 +171,8 @@ const Kernels* avx512_vnni_kernels() {
         t.name = "avx512_vnni";
         t.isa = Isa::Avx512Vnni;
         t.tile_i8 = tile_i8;
+        t.l2_i8_blocks = l2_i8_blocks;
+        t.greedy_step_i8 = greedy_step_i8;
         return t;
     }();
     return &table;

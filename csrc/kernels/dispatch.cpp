@@ -71,6 +71,8 @@ Kernels completed(const Kernels* k) {
     if (!t.tile_bf16) t.tile_bf16 = s.tile_bf16;
     if (!t.tile_i8) t.tile_i8 = s.tile_i8;
     if (!t.gather_dots) t.gather_dots = s.gather_dots;
+    if (!t.l2_i8_blocks) t.l2_i8_blocks = s.l2_i8_blocks;
+    if (!t.greedy_step_i8) t.greedy_step_i8 = s.greedy_step_i8;
     return t;
 }
 

@@ -80,7 +80,37 @@ struct Kernels {
     // sit on d / 16 cache lines instead of d.)
     void (*gather_dots)(const float* q, const float* rows, std::size_t d,
                         const std::int64_t* cols, std::size_t n, float* out);
+
+    // Greedy coreset with int8 storage: Euclidean distances from one int8 query to blocks of
+    // kI8Block rows, exact in integers. A block is [d4][kI8Block] words: word (r, j) holds row
+    // j's codes of dims 4r .. 4r+3 (low byte first), each stored as the unsigned byte
+    // code + 128; codes lie in [-127, 127] and padding dims hold code 0. xn[j] = row j's sum of
+    // squared codes. q: d4 words of the query's four int8 codes (same order, padding 0), with
+    // qn = sum of its squared codes and qsum = sum of its codes. For the nblocks consecutive
+    // blocks at x (and their xn), out[16 b + j] = sqrt(float32(D)), D = sum over dims of
+    // (x_jk - q_k)^2 computed exactly as an integer (needs D < 2^31: d4 <= kI8MaxD4), converted
+    // to float32 rounding to nearest even, then IEEE sqrt. The scalar oracle sums the squared
+    // differences; SIMD kernels use D = xn + qn - 2 x.q (VPDPBUSD on the biased bytes, or
+    // 16-bit multiply-adds); exact integers, so every instruction set gives the same bits.
+    void (*l2_i8_blocks)(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                         const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4,
+                         float* out);
+    // One greedy step's score update over the nblocks blocks at x (layout as l2_i8_blocks;
+    // nblocks < 2^27), rows r = 0 .. 16 nblocks - 1 with score[r] and center[r]: row r is
+    // computed unless score[r] == -inf or (center[r] >= 0 and dcs[center[r]] >= margin *
+    // score[r]) (the triangle bound); for a computed row, dd = l2_i8_blocks' distance and if
+    // dd < score[r] then score[r] = dd, center[r] = step. Then *best_v = the largest score,
+    // *best_i = the lowest row holding it (-inf and -1 if every score is -inf). Returns the
+    // number of computed rows. Same values and bits on every instruction set.
+    std::int64_t (*greedy_step_i8)(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                                   const std::uint32_t* q, std::int32_t qn, std::int32_t qsum,
+                                   std::size_t d4, float* score, std::int32_t* center, const float* dcs,
+                                   float margin, std::int32_t step, float* best_v, std::int64_t* best_i);
 };
+
+// Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.
+constexpr std::size_t kI8Block = 16;
+constexpr std::size_t kI8MaxD4 = 8192;
 
 const Kernels& scalar_kernels();
 const Kernels* avx2_kernels();    // nullptr if not compiled in

@@ -5,6 +5,7 @@
 
 #include "compact.h"
 #include "fp16.h"
+#include "i8_step.h"
 #include "kernels.h"
 
 namespace npad {
@@ -142,9 +143,40 @@ void gather_dots(const float* q, const float* bank, std::size_t d, const std::in
     }
 }
 
+// The definition itself: the sum of squared code differences, in int64 (D < 2^31 is the
+// caller's contract, so the conversion below is exact), then one rounding to float32.
+// xn, qn and qsum are not needed here.
+void l2_i8_blocks(const std::uint32_t* x, const std::int32_t*, std::size_t nblocks, const std::uint32_t* q,
+                  std::int32_t, std::int32_t, std::size_t d4, float* out) {
+    for (std::size_t b = 0; b < nblocks; ++b) {
+        const std::uint32_t* blk = x + b * d4 * kI8Block;
+        for (std::size_t j = 0; j < kI8Block; ++j) {
+            std::int64_t acc = 0;
+            for (std::size_t r = 0; r < d4; ++r) {
+                const std::uint32_t w = blk[r * kI8Block + j];
+                for (int t = 0; t < 4; ++t) {
+                    const std::int64_t xc = static_cast<std::int64_t>((w >> (8 * t)) & 0xFFu) - 128;
+                    const std::int64_t qc = static_cast<std::int8_t>((q[r] >> (8 * t)) & 0xFFu);
+                    acc += (xc - qc) * (xc - qc);
+                }
+            }
+            out[b * kI8Block + j] = std::sqrt(static_cast<float>(static_cast<std::int32_t>(acc)));
+        }
+    }
+}
+
+std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
+                            const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4, float* score,
+                            std::int32_t* center, const float* dcs, float margin, std::int32_t step, float* best_v,
+                            std::int64_t* best_i) {
+    return greedy_step_i8_rows(l2_i8_blocks, x, xn, nblocks, q, qn, qsum, d4, score, center, dcs, margin, step,
+                               best_v, best_i);
+}
+
 const Kernels kScalar = {
     "scalar",   Isa::Scalar,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
-    dequant_i8_panel, packed_sqnorms, tile, tile_bf16, tile_i8, gather_dots,
+    dequant_i8_panel, packed_sqnorms, tile, tile_bf16, tile_i8, gather_dots, l2_i8_blocks,
+    greedy_step_i8,
 };
 
 }  // namespace

@@ -75,6 +75,55 @@ void check(const Kernels& S, const Kernels& K) {
         K.dequant_i8_panel(codes.data(), scales, d, d2.data());
         expect(same_bits(d1.data(), d2.data(), d * kNR), K.name, "dequant_i8_panel", d);
         ::operator delete(xp, std::align_val_t(64));
+
+        // int8 coreset blocks (3 blocks of 16 rows; codes in [-127, 127], stored + 128).
+        const std::size_t d4 = (d + 3) / 4, nb = 3, rows = nb * kI8Block;
+        std::vector<std::uint32_t> xw(nb * d4 * kI8Block), qw(d4);
+        std::vector<std::int32_t> xsq(rows, 0);
+        std::int32_t qsq = 0, qsum = 0;
+        auto code = [&] { return static_cast<int>(gen() % 255) - 127; };
+        for (std::size_t r = 0; r < d4; ++r) {
+            std::uint32_t w = 0;
+            for (int t = 0; t < 4; ++t) {
+                const int c = 4 * r + t < d ? code() : 0;
+                qsq += c * c;
+                qsum += c;
+                w |= static_cast<std::uint32_t>(c & 0xFF) << (8 * t);
+            }
+            qw[r] = w;
+        }
+        for (std::size_t i = 0; i < rows; ++i)
+            for (std::size_t r = 0; r < d4; ++r) {
+                std::uint32_t w = 0;
+                for (int t = 0; t < 4; ++t) {
+                    const int c = 4 * r + t < d ? code() : 0;
+                    xsq[i] += c * c;
+                    w |= static_cast<std::uint32_t>(c + 128) << (8 * t);
+                }
+                xw[(i / kI8Block) * d4 * kI8Block + r * kI8Block + i % kI8Block] = w;
+            }
+        std::vector<float> e1(rows), e2(rows);
+        S.l2_i8_blocks(xw.data(), xsq.data(), nb, qw.data(), qsq, qsum, d4, e1.data());
+        K.l2_i8_blocks(xw.data(), xsq.data(), nb, qw.data(), qsq, qsum, d4, e2.data());
+        expect(same_bits(e1.data(), e2.data(), rows), K.name, "l2_i8_blocks", d);
+        std::vector<float> sc1(rows), sc2, dcs(8);
+        std::vector<std::int32_t> ce1(rows), ce2;
+        for (std::size_t i = 0; i < rows; ++i) {
+            sc1[i] = i % 7 == 0 ? -INFINITY : e1[i] * (0.5f + std::fabs(nd(gen)));
+            ce1[i] = static_cast<std::int32_t>(gen() % 9) - 1;
+        }
+        for (auto& v : dcs) v = e1[0] * std::fabs(nd(gen)) * 2.f;
+        sc2 = sc1;
+        ce2 = ce1;
+        float bv1, bv2;
+        std::int64_t bi1, bi2;
+        const std::int64_t n1 = S.greedy_step_i8(xw.data(), xsq.data(), nb, qw.data(), qsq, qsum, d4, sc1.data(),
+                                                 ce1.data(), dcs.data(), 2.0002f, 9, &bv1, &bi1);
+        const std::int64_t n2 = K.greedy_step_i8(xw.data(), xsq.data(), nb, qw.data(), qsq, qsum, d4, sc2.data(),
+                                                 ce2.data(), dcs.data(), 2.0002f, 9, &bv2, &bi2);
+        expect(same_bits(sc1.data(), sc2.data(), rows) && ce1 == ce2 && n1 == n2 && bi1 == bi2 &&
+                   std::memcmp(&bv1, &bv2, 4) == 0,
+               K.name, "greedy_step_i8", d);
     }
     // Conversions over every half bit pattern and a spread of floats.
     std::vector<std::uint16_t> all(1 << 16), h1(1 << 16), h2(1 << 16);

@@ -158,7 +158,8 @@ def numpy_greedy_steps(y, steps, starts, gemv):
     return out
 
 
-CORESET_IMPLS = ("npad", "npad-f16", "numpy-gemv", "numpy-norm")
+CORESET_IMPLS = ("npad", "npad-f16", "npad-int8", "numpy-gemv", "numpy-norm")
+CORESET_STORAGE = {"npad": "float32", "npad-f16": "float16", "npad-int8": "int8"}
 
 
 @pytest.mark.parametrize("impl", CORESET_IMPLS)
@@ -172,7 +173,8 @@ def test_coreset_greedy_steps(benchmark, impl):
     benchmark.extra_info.update(machine_info(), kind="coreset_steps", impl=impl, N=CORESET_N, D=PROJ,
                                 steps=STEPS, flop=3.0 * CORESET_N * PROJ * (STEPS + 10))
     if impl.startswith("npad"):
-        storage = "float16" if impl == "npad-f16" else "float32"
+        storage = CORESET_STORAGE[impl]
+        benchmark.extra_info["storage"] = storage
         got = benchmark.pedantic(lambda: search.greedy_coreset(y, STEPS, proj_dim=None, threads=THREADS,
                                                                storage=storage),
                                  rounds=3, iterations=1, warmup_rounds=1)
@@ -180,7 +182,7 @@ def test_coreset_greedy_steps(benchmark, impl):
         got = benchmark.pedantic(numpy_greedy_steps, args=(y, STEPS, starts, impl == "numpy-gemv"),
                                  rounds=1, iterations=1)
     c.setdefault("results", {})[impl] = list(got)
-    if "npad" in c["results"] and impl not in ("npad", "npad-f16"):
+    if "npad" in c["results"] and impl not in CORESET_STORAGE:
         # float32 vs float32-with-BLAS rounding may flip a late near-tie; the start must agree.
         assert c["results"][impl][:20] == c["results"]["npad"][:20]
 
