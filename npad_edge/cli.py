@@ -76,9 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fraction of patch features kept in the memory bank, e.g. 0.1")
     f.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                    help="any other method setting; VALUE is read as JSON if it parses (repeatable)")
-    f.add_argument("--image-size", default="256", metavar="N|HxW",
+    f.add_argument("--image-size", default="320", metavar="N|HxW",
                    help="model input: N = the short side, the long side following the median aspect ratio "
-                        "of the training images (default 256; square images give N x N), or HxW "
+                        "of the training images (default 320; square images give N x N), or HxW "
                         "explicitly, e.g. 640x256")
     f.add_argument("--aspect-rule", choices=("resize", "letterbox"), default="resize",
                    help="images of another aspect ratio than the model input: squash them (resize, default) "
@@ -188,7 +188,7 @@ def _add_fleet_parsers(sub, common) -> None:
     fm.add_argument("--coreset", type=float, metavar="FRACTION", help="PatchCore memory-bank fraction, e.g. 0.1")
     fm.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
                     help="any other method setting (repeatable)")
-    fm.add_argument("--image-size", default="256", metavar="N|HxW",
+    fm.add_argument("--image-size", default="320", metavar="N|HxW",
                     help="model input; HxW gives every part the same input, so parts can share a backbone")
     fm.add_argument("--exposure", choices=("gain", "off"), default="gain",
                     help="per-image exposure gain as in fit (default gain)")

@@ -223,7 +223,7 @@ def fit_model(
     *,
     method: str = "patchcore",
     backbone: str = DEFAULT_BACKBONE,
-    image_size: int | tuple[int, int] = 256,
+    image_size: int | tuple[int, int] = 320,
     aspect_rule: str = "resize",
     letterbox_fill: str = "mean",
     exposure: str = "gain",

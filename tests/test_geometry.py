@@ -475,3 +475,20 @@ def test_cli_fit_explicit_size_and_letterbox(tile_ds, tmp_path, capsys):
     m = artifact.read_manifest(tmp_path / "m")
     assert m.preprocess.image_size == [96, 64] and m.preprocess.size_derivation["rule"] == "explicit"
     assert (m.preprocess.aspect_rule, m.preprocess.letterbox_fill) == ("letterbox", "edge")
+
+
+def test_default_short_side_is_one_value_everywhere():
+    """fit_model, the CLI's fit and fit-many, and the fleet settings share DEFAULT_SHORT_SIDE."""
+    import inspect
+
+    from npad_edge import cli
+    from npad_edge.data.geometry import DEFAULT_SHORT_SIDE
+    from npad_edge.fleet.fit import FitSettings
+    from npad_edge.pipeline import fit_model
+
+    assert DEFAULT_SHORT_SIDE == 320
+    assert inspect.signature(fit_model).parameters["image_size"].default == DEFAULT_SHORT_SIDE
+    assert FitSettings().image_size == DEFAULT_SHORT_SIDE
+    parser = cli.build_parser()
+    for cmd in (["fit", "--data", "d", "--out", "o"], ["fit-many", "--data", "d", "--out", "o"]):
+        assert parser.parse_args(cmd).image_size == str(DEFAULT_SHORT_SIDE)

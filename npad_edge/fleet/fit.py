@@ -50,7 +50,7 @@ class FitSettings:
 
     method: str = "patchcore"
     backbone: Optional[str] = None
-    image_size: Any = 256
+    image_size: Any = 320   # data.geometry.DEFAULT_SHORT_SIDE
     method_settings: dict = field(default_factory=dict)
     taps: Optional[list] = None
     weights: str = "imagenet"
