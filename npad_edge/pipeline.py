@@ -82,13 +82,13 @@ EXPOSURE_CHOICES = ("gain", "off")
 
 
 def exposure_target(paths: Sequence[str | os.PathLike], *, sample: int = 256, seed: int = 0,
-                    read: Callable[[Any], np.ndarray] | None = None,
-                    progress: bool | Callable[[int, int], None] = False) -> float:
+                    read: Callable[[Any], np.ndarray] | None = None) -> float:
     """The exposure target of a fit: the median over (at most ``sample``, seeded) training
     images of their mean intensity (all pixels and channels, 0..255 scale).
 
     The median, not the mean: a few over- or under-exposed training images do not move it.
-    Raises DataError when it is 0 (black images: no gain can be defined)."""
+    Bounded work (``sample`` decodes, a few seconds). Raises DataError when it is 0 (black
+    images: no gain can be defined)."""
     if read is None:
         from .data import read_image as read
     paths = list(paths)
@@ -99,19 +99,7 @@ def exposure_target(paths: Sequence[str | os.PathLike], *, sample: int = 256, se
     if len(paths) > sample:
         pick = np.sort(np.random.default_rng(seed).choice(len(paths), size=sample, replace=False))
         paths = [paths[i] for i in pick]
-    bar = _progress_bar(len(paths), "exposure", progress is True)
-    means = []
-    try:
-        for i, p in enumerate(paths):
-            means.append(float(np.mean(read(p), dtype=np.float64)))
-            if bar is not None:
-                bar.update(1)
-            elif callable(progress):
-                progress(i + 1, len(paths))
-    finally:
-        if bar is not None:
-            bar.close()
-    target = float(np.median(means))
+    target = float(np.median([np.mean(read(p), dtype=np.float64) for p in paths]))
     if not target > 0:
         raise DataError("exposure_target: the training images are black (median mean intensity 0); "
                         "fit with exposure='off'")
@@ -312,8 +300,7 @@ def fit_model(
             from .backbones.features import check_exposure
             if exposure_target_value is None:
                 # from the fit images only, so the held-out calibration stays out of sample
-                exposure_target_value = exposure_target([paths[i] for i in fit_idx], seed=seed, read=read,
-                                                        progress=progress)
+                exposure_target_value = exposure_target([paths[i] for i in fit_idx], seed=seed, read=read)
             be.extractor.exposure = check_exposure({"mode": "gain", "target": exposure_target_value})
             log.info("exposure gain to mean intensity %.2f", exposure_target_value)
         t0 = time.perf_counter()

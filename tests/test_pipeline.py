@@ -146,3 +146,25 @@ def test_exposure_gain_recorded_by_default_and_off_on_request(small_bottle, fitt
     a, b = FittedScorer(off).predict(img), FittedScorer(v1).predict(img)
     assert a.score == b.score
     np.testing.assert_array_equal(a.anomaly_map, b.anomaly_map)
+
+
+def test_exposure_target_is_the_median_of_image_means(tmp_path):
+    from PIL import Image
+
+    from npad_edge.errors import DataError
+    from npad_edge.pipeline import exposure_target
+
+    paths = []
+    for i, v in enumerate([10, 20, 30, 200, 250]):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(np.full((8, 12, 3), v, np.uint8)).save(p)
+        paths.append(p)
+    assert exposure_target(paths) == 30.0                  # the median, not the mean (102)
+    got = exposure_target(paths, sample=3, seed=1)         # a seeded subset: same seed, same subset
+    assert got == exposure_target(paths, sample=3, seed=1) and got in (20.0, 30.0, 200.0)   # median of 3 of them
+    black = tmp_path / "black.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(black)
+    with pytest.raises(DataError, match="black"):
+        exposure_target([black, black])
+    with pytest.raises(InvalidInputError):
+        exposure_target([])

@@ -29,6 +29,20 @@ inline bool better(float v, std::int64_t i, const Best& b) {
     return v > b.v || (v == b.v && i < b.i);
 }
 
+// The winner of step s from the T workers' slots of parity par. Every worker reads the same
+// slots, so all of them compute the same winner and throw at the same step.
+inline Best step_winner(const Best* slots, int par, int T, std::size_t n, std::size_t s) {
+    Best win = slots[par * T];
+    for (int u = 1; u < T; ++u) {
+        const Best& c = slots[par * T + u];
+        if (better(c.v, c.i, win)) win = c;
+    }
+    if (win.i < 0 || win.i >= static_cast<std::int64_t>(n))
+        throw std::runtime_error("greedy_coreset: no row has a finite score at step " + std::to_string(s) +
+                                 " (non-finite distances); this is a bug, please report it");
+    return win;
+}
+
 }  // namespace
 
 void project(const float* x, std::size_t n, std::size_t d, const float* p, std::size_t pd,
@@ -162,15 +176,7 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
             }
             barrier.wait();
             if (stop_flag[par].load(std::memory_order_relaxed)) break;
-            Best win = slots[par * T];
-            for (int u = 1; u < T; ++u) {
-                const Best& c = slots[par * T + u];
-                if (better(c.v, c.i, win)) win = c;
-            }
-            // Every worker sees the same slots, so all of them throw at the same step.
-            if (win.i < 0 || win.i >= static_cast<std::int64_t>(n))
-                throw std::runtime_error("greedy_coreset: no row has a finite score at step " + std::to_string(s) +
-                                         " (non-finite distances); this is a bug, please report it");
+            const Best win = step_winner(slots.data(), par, T, n, s);
             const std::size_t sel = static_cast<std::size_t>(win.i);
             if (t == 0) out[s] = win.i;
             if (s + 1 == n_select) break;
@@ -358,14 +364,7 @@ void run_greedy_i8(const I8Rows& Y, const Kernels& K, std::size_t n_select, std:
             }
             barrier.wait();
             if (stop_flag[par].load(std::memory_order_relaxed)) break;
-            Best win = slots[par * T];
-            for (int u = 1; u < T; ++u) {
-                const Best& c = slots[par * T + u];
-                if (better(c.v, c.i, win)) win = c;
-            }
-            if (win.i < 0 || win.i >= static_cast<std::int64_t>(n))
-                throw std::runtime_error("greedy_coreset: no row has a finite score at step " + std::to_string(s) +
-                                         " (non-finite distances); this is a bug, please report it");
+            const Best win = step_winner(slots.data(), par, T, n, s);
             const std::size_t sel = static_cast<std::size_t>(win.i);
             if (t == 0) out[s] = win.i;
             if (s + 1 == n_select) break;

@@ -20,7 +20,7 @@ exposed image is left (nearly) as it is and only the exposure deviations are und
 Illumination and exposure are multiplicative and vary between images of the same good part
 (lamp ageing, auto-exposure, reflectivity of the batch); nearest-neighbour distances in the
 feature space grow with image contrast, so without it a bright image of a good part scores high
-everywhere (magnetic_tile: rank correlation 0.58 between a good image's brightness and its
+everywhere (magnetic_tile: rank correlation +0.61 between a good image's brightness and its
 score). One gain per image keeps every local contrast ratio, so local defects stay as visible
 as before. A fixed target for all data (the backbone's mean intensity, 114.5) was measured and
 rejected: it moves every bottle image by 0.84x and costs 0.5-0.8 PRO there (docs/accuracy.md).
