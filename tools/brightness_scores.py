@@ -43,6 +43,9 @@ def main(argv=None) -> int:
     with threadpool_limits(2):
         for cat in args.data or study.categories():
             ds = load_dataset(cat)
+            train_b = np.array([read_image(p).mean(dtype=np.float64) for p in ds.train])
+            print(f"| {cat.name} | training images' mean intensity: min {train_b.min():.1f}, median "
+                  f"{np.median(train_b):.1f}, max {train_b.max():.1f} |", flush=True)
             bright = np.array([read_image(s.path).mean(dtype=np.float64) for s in ds.test])
             good = ds.labels == 0
             for exposure in ("off", "gain"):
