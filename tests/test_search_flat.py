@@ -327,6 +327,39 @@ def test_compact_same_result_on_every_isa_and_thread_count(compute):
                 np.testing.assert_array_equal(o[4], ref[4], err_msg=str(o[:3]))
 
 
+@pytest.mark.parametrize("isa", search.available_isas())
+@pytest.mark.parametrize("compute", ["bfloat16", "int8"])
+def test_compact_scan_ties_and_duplicates(isa, compute):
+    """The scan's top-k (64-bit keys, branch-free insertion) orders by (distance, index):
+    duplicated bank rows have equal compact distances, so the lower index of each pair ranks
+    first, on 1 and 2 threads (two workers' lists merged); with the re-rank, the float32 answer."""
+    rng = np.random.default_rng(12)
+    base, q = _clustered(rng, 700, 40, 29)
+    bank = np.ascontiguousarray(np.concatenate([base, base[::-1][:300], base[:50]]))  # 350 rows 2-3 times
+    twin = {j: np.flatnonzero((bank == bank[j]).all(1)) for j in range(len(bank))}  # equal rows
+    search.set_isa(isa)
+    try:
+        ref_d, ref_i = search.FlatIndex(bank).search(q, 6)
+        outs = {}
+        for threads in (1, 2):
+            for rr in (0, 8):
+                outs[threads, rr] = search.FlatIndex(bank, compute=compute, rerank=rr).search(q, 6, threads=threads)
+    finally:
+        search.set_isa(None)
+    for (threads, rr), (d, i) in outs.items():
+        np.testing.assert_array_equal(d, outs[1, rr][0])
+        np.testing.assert_array_equal(i, outs[1, rr][1])
+        for dr, ir in zip(d, i):
+            keys = list(zip(dr.tolist(), ir.tolist()))
+            assert keys == sorted(keys) and len(set(ir.tolist())) == len(ir)
+            for t, j in enumerate(ir):  # every lower twin of a returned row ranks before it, at equal distance
+                lower = [u for u in twin[int(j)] if u < j]
+                assert all(u in ir[:t] for u in lower)
+                assert all(dr[list(ir).index(u)] == dr[t] for u in lower)
+    np.testing.assert_array_equal(outs[1, 8][0], ref_d)
+    np.testing.assert_array_equal(outs[1, 8][1], ref_i)
+
+
 def test_compact_rerank_larger_than_the_bank_and_k_above_rerank():
     rng = np.random.default_rng(9)
     bank, q = _clustered(rng, 10, 5, 8)
