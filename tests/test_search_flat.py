@@ -236,6 +236,24 @@ def test_overflowing_queries_refused(isa):
             index.search(np.array(q, np.float32), 1)
 
 
+@pytest.mark.parametrize("compute", ["float32", "int8"])
+def test_query_errors_name_the_first_bad_row_when_packing_is_split(compute):
+    """Queries are packed on all workers (600 x 128: above the split threshold); the error
+    still names the first non-finite row, and non-finite values before squared norms."""
+    rng = np.random.default_rng(4)
+    index = search.FlatIndex(rng.standard_normal((300, 128)).astype(np.float32), compute=compute)
+    q = rng.standard_normal((600, 128)).astype(np.float32)
+    q[300, 5] = 1e19  # finite, squared norm beyond FLT_MAX / 4
+    bad = q.copy()
+    bad[533, 0], bad[517, 3] = np.inf, np.nan
+    with pytest.raises(InvalidInputError, match="row 517, column 3 is NaN"):
+        index.search(bad, 1, threads=2)
+    with pytest.raises(InvalidInputError, match="row 300 has a squared norm"):
+        index.search(q, 1, threads=2)
+    q[300, 5] = 0
+    assert index.search(q, 1, threads=2)[1].shape == (600, 1)
+
+
 def test_int8_tiny_rows_are_zero_rows():
     # max|x| < ~3.7e-37: 1 / (max|x| / 127) overflows; 0 * inf = NaN clamped to -127 codes.
     x = np.array([[1e-38, 0.0, -2e-38, 0.0], [3e-37, -1e-37, 0.0, 0.0], [0.0] * 4, [2.0, -1.0, 0.5, 0.0]],
