@@ -236,6 +236,24 @@ def test_overflowing_queries_refused(isa):
             index.search(np.array(q, np.float32), 1)
 
 
+@pytest.mark.parametrize("compute", ["float32", "int8"])
+def test_query_errors_name_the_first_bad_row_when_packing_is_split(compute):
+    """Queries are packed on all workers (600 x 128: above the split threshold); the error
+    still names the first non-finite row, and non-finite values before squared norms."""
+    rng = np.random.default_rng(4)
+    index = search.FlatIndex(rng.standard_normal((300, 128)).astype(np.float32), compute=compute)
+    q = rng.standard_normal((600, 128)).astype(np.float32)
+    q[300, 5] = 1e19  # finite, squared norm beyond FLT_MAX / 4
+    bad = q.copy()
+    bad[533, 0], bad[517, 3] = np.inf, np.nan
+    with pytest.raises(InvalidInputError, match="row 517, column 3 is NaN"):
+        index.search(bad, 1, threads=2)
+    with pytest.raises(InvalidInputError, match="row 300 has a squared norm"):
+        index.search(q, 1, threads=2)
+    q[300, 5] = 0
+    assert index.search(q, 1, threads=2)[1].shape == (600, 1)
+
+
 def test_int8_tiny_rows_are_zero_rows():
     # max|x| < ~3.7e-37: 1 / (max|x| / 127) overflows; 0 * inf = NaN clamped to -127 codes.
     x = np.array([[1e-38, 0.0, -2e-38, 0.0], [3e-37, -1e-37, 0.0, 0.0], [0.0] * 4, [2.0, -1.0, 0.5, 0.0]],
@@ -325,6 +343,39 @@ def test_compact_same_result_on_every_isa_and_thread_count(compute):
             if o[2] == rr:
                 np.testing.assert_array_equal(o[3], ref[3], err_msg=str(o[:3]))
                 np.testing.assert_array_equal(o[4], ref[4], err_msg=str(o[:3]))
+
+
+@pytest.mark.parametrize("isa", search.available_isas())
+@pytest.mark.parametrize("compute", ["bfloat16", "int8"])
+def test_compact_scan_ties_and_duplicates(isa, compute):
+    """The scan's top-k (64-bit keys, branch-free insertion) orders by (distance, index):
+    duplicated bank rows have equal compact distances, so the lower index of each pair ranks
+    first, on 1 and 2 threads (two workers' lists merged); with the re-rank, the float32 answer."""
+    rng = np.random.default_rng(12)
+    base, q = _clustered(rng, 700, 40, 29)
+    bank = np.ascontiguousarray(np.concatenate([base, base[::-1][:300], base[:50]]))  # 350 rows 2-3 times
+    twin = {j: np.flatnonzero((bank == bank[j]).all(1)) for j in range(len(bank))}  # equal rows
+    search.set_isa(isa)
+    try:
+        ref_d, ref_i = search.FlatIndex(bank).search(q, 6)
+        outs = {}
+        for threads in (1, 2):
+            for rr in (0, 8):
+                outs[threads, rr] = search.FlatIndex(bank, compute=compute, rerank=rr).search(q, 6, threads=threads)
+    finally:
+        search.set_isa(None)
+    for (threads, rr), (d, i) in outs.items():
+        np.testing.assert_array_equal(d, outs[1, rr][0])
+        np.testing.assert_array_equal(i, outs[1, rr][1])
+        for dr, ir in zip(d, i):
+            keys = list(zip(dr.tolist(), ir.tolist()))
+            assert keys == sorted(keys) and len(set(ir.tolist())) == len(ir)
+            for t, j in enumerate(ir):  # every lower twin of a returned row ranks before it, at equal distance
+                lower = [u for u in twin[int(j)] if u < j]
+                assert all(u in ir[:t] for u in lower)
+                assert all(dr[list(ir).index(u)] == dr[t] for u in lower)
+    np.testing.assert_array_equal(outs[1, 8][0], ref_d)
+    np.testing.assert_array_equal(outs[1, 8][1], ref_i)
 
 
 def test_compact_rerank_larger_than_the_bank_and_k_above_rerank():

@@ -381,6 +381,29 @@ def test_gather_dots_equal_the_tile_dot(isa, d):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [0, 1, 3, 4, 7, 8, 9, 12, 13, 16, 21])
+def test_gather_dots_every_candidate_count(isa, n):
+    """Groups of eight chains, then four, then single ones (fma_gather_dots.h): every count
+    equals the scalar oracle and the tile's dot, candidates repeated and in any order."""
+    rng = np.random.default_rng(100 + n)
+    d = 37
+    rows = rng.standard_normal((300, d)).astype(np.float32)
+    q = rng.standard_normal((MR, d)).astype(np.float32)
+    cols = rng.integers(0, 300, n).astype(np.int64)
+    for i in range(MR):
+        got = k(isa, "gather_dots", q[i].copy(), rows.ravel().copy(), cols)
+        ref = k("scalar", "gather_dots", q[i].copy(), rows.ravel().copy(), cols)
+        assert got.shape == (n,)
+        np.testing.assert_array_equal(got, ref)
+    sub = np.ascontiguousarray(rows[:NR].T)
+    tile_dots, _ = k("scalar", "tile", np.ascontiguousarray(q.T), sub)
+    cols = (np.arange(n) % NR).astype(np.int64)
+    for i in range(MR):
+        np.testing.assert_array_equal(k(isa, "gather_dots", q[i].copy(), rows.ravel().copy(), cols),
+                                      tile_dots[i, cols])
+
+
+@pytest.mark.parametrize("isa", ISAS)
 def test_env_var_forces_each_isa_through_the_compact_search(isa):
     """NPAD_EDGE_ISA=<isa> in a fresh process: the compact computes (int8, bfloat16, with and
     without re-rank) give the in-process scalar oracle's answer bit for bit."""

@@ -30,6 +30,15 @@ def flop_per_cycle(isa: str, vendor: str) -> int:
     return {"avx2": 32, "neon": 16, "scalar": 2}.get(isa, 2)
 
 
+def first_isa(group):
+    """The first (best) instruction set in a compact run: faiss's row is set against its float32."""
+    for b in group:
+        isa = b["extra_info"].get("run_isa")
+        if isa not in (None, "faiss"):
+            return isa
+    return None
+
+
 def load(paths):
     benches = []
     for p in paths:
@@ -89,6 +98,38 @@ def main(argv=None) -> int:
             for other in ("faiss", "numpy"):
                 cells.append(f"{med(r[other]) / med(r['npad']):.2f}x" if other in r and "npad" in r else "-")
             out.append("| " + " | ".join(cells) + " |")
+        out.append("")
+
+    # Compact search (tests/benchmarks/test_bench_compact.py): one table per shape, each row
+    # against the float32 search of the same ISA table and against faiss, from the same run.
+    shapes = defaultdict(list)
+    for b in benches:
+        e = b["extra_info"]
+        if e.get("kind") == "compact":
+            shapes[(e.get("M"), e.get("N"), e.get("D"), e.get("k"))].append(b)
+    for (m, n, d, k), group in shapes.items():
+        by_impl = {b["extra_info"]["impl"]: b for b in group}
+        faiss_b = by_impl.get("faiss")
+        out.append(f"Compact search M={m} N={n} D={d} k={k}, median of {len(group[0]['stats']['data'])} rounds:")
+        out.append("")
+        out.append("| ISA / compute | ms | vs float32 (same ISA table) | vs faiss | top-1 = fp32 |")
+        out.append("| --- | ---: | ---: | ---: | ---: |")
+        for b in sorted(group, key=med):
+            e = b["extra_info"]
+            t = med(b)
+            if e["impl"] == "faiss":
+                label, f32 = "faiss-cpu IndexFlatL2", by_impl.get(f"{first_isa(group)}-float32-rr0")
+            else:
+                isa = e["run_isa"]
+                label = f"{isa}, {e['compute']}" + ("" if e["compute"] == "float32" else f", k'={e['rerank']}")
+                f32 = by_impl.get(f"{isa}-float32-rr0")
+            vs32 = f"{med(f32) / t:.2f}x" if f32 else "-"
+            vsf = f"{med(faiss_b) / t:.2f}x" if faiss_b else "-"
+            top1 = e.get("top1_agreement")
+            top1 = "-" if top1 is None else f"{100 * top1:.2f} %"
+            if e.get("rerank") and top1 == "100.00 %":
+                top1 += " (bit-identical)"
+            out.append(f"| {label} | {t * 1e3:.1f} | {vs32} | {vsf} | {top1} |")
         out.append("")
 
     # Coreset parts: one row per implementation.

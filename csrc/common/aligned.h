@@ -42,4 +42,17 @@ inline int ctz32(unsigned x) {  // x != 0
     return __builtin_ctz(x);
 #endif
 }
+
+// A hint to bring the cache line holding p into L2 (prefetcht1 on x86; no instruction-set
+// flag needed). Into L2 rather than L1: tens of lines in flight at once are more than L1's
+// miss buffers take (measured on Zen 4: T0 hints for the re-rank's rows gained nothing).
+inline void prefetch_l2(const void* p) {
+#if defined(_MSC_VER) && (defined(_M_X64) || defined(_M_IX86))
+    _mm_prefetch(static_cast<const char*>(p), _MM_HINT_T1);
+#elif defined(__GNUC__) || defined(__clang__)
+    __builtin_prefetch(p, 0, 2);
+#else
+    (void)p;
+#endif
+}
 }  // namespace npad

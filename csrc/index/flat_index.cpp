@@ -59,15 +59,19 @@ void quantize_i8(const float* x, std::size_t d, std::size_t stride, std::int8_t*
         return;
     }
     *scale = s;
+    // lrint rounds to nearest even in the default rounding mode, as nearbyint does; |x * inv| is
+    // at most ~127, so it cannot overflow. One cvtss2si on x86-64 instead of a libm call per
+    // value (nearbyint needs SSE4.1's roundss): this runs for every query of a search.
     for (std::size_t r = 0; r < d; ++r) {
-        const float q = std::nearbyint(x[r * stride] * inv);
-        codes[r * code_stride] = static_cast<std::int8_t>(std::min(127.f, std::max(-127.f, q)));
+        const long q = std::lrint(x[r * stride] * inv);
+        codes[r * code_stride] = static_cast<std::int8_t>(std::min(127L, std::max(-127L, q)));
     }
 }
 
 namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
+constexpr std::size_t kMaxRows = 0xFFFFFFFFu;
 
 void check_finite_row(const float* row, std::size_t d, std::size_t i, const char* what) {
     for (std::size_t r = 0; r < d; ++r)
@@ -102,30 +106,30 @@ std::size_t panels_per_chunk(std::size_t panel_bytes) {
 // VPDPBUSD sums 255 * 127 * 4 per word into int32: d4 words stay exact up to d < 2^31 / 32385.
 constexpr std::size_t kMaxI8Dim = 65536;
 
-// Running k best of one query, kept sorted by (distance, index). Within one worker bank
-// indices arrive in increasing order, so a candidate equal to an entry goes after it.
-struct TopK {
-    float* v;
-    std::int64_t* id;
-    std::size_t k, n = 0;
+// The scan's running k best of one query, as 64-bit keys (distance bits << 32 | bank index):
+// distances are finite and >= +0 (the tiles clamp with max(0, .) and never return -0), so
+// their bit patterns order as unsigned integers do and the keys order exactly by (distance,
+// index). Unused slots hold kEmptyKey (+inf, index 0xFFFFFFFF), above every real key, so the
+// threshold is the distance of slot k - 1 (+inf until k entries exist).
+constexpr std::uint64_t kEmptyKey = (std::uint64_t{0x7F800000u} << 32) | 0xFFFFFFFFu;
 
-    // Returns the new threshold (k-th best so far, +inf until k entries exist).
-    float insert(float d, std::int64_t j) {
-        if (n == k) {
-            if (!(d < v[k - 1])) return v[k - 1];
-            --n;
-        }
-        std::size_t pos = std::upper_bound(v, v + n, d) - v;
-        for (std::size_t t = n; t > pos; --t) {
-            v[t] = v[t - 1];
-            id[t] = id[t - 1];
-        }
-        v[pos] = d;
-        id[pos] = j;
-        ++n;
-        return n == k ? v[k - 1] : kInf;
-    }
-};
+inline std::uint64_t topk_key(float d, std::size_t col) {
+    return (std::uint64_t{fp32_to_bits(d)} << 32) | static_cast<std::uint64_t>(col);
+}
+inline float key_distance(std::uint64_t key) { return fp32_from_bits(static_cast<std::uint32_t>(key >> 32)); }
+inline std::int64_t key_index(std::uint64_t key) { return static_cast<std::int64_t>(key & 0xFFFFFFFFu); }
+
+// Inserts x into the sorted v[0..k-1], dropping the largest; a key above v[k - 1] changes
+// nothing. Branch-free: slot t becomes max(v[t - 1], min(v[t], x)), which is v[t - 1] where x
+// goes below it, x where it lands, v[t] above (two cmovs per slot). The binary search and
+// shift it replaces mispredicted on most of the ~70 insertions per query of a k' = 8 scan
+// (profiled: ~100 cycles each, 2 ms of a 19 ms search at 1024 x 19,000 x 152). Returns the
+// new threshold.
+inline float topk_insert(std::uint64_t* v, std::size_t k, std::uint64_t x) {
+    for (std::size_t t = k - 1; t > 0; --t) v[t] = std::max(v[t - 1], std::min(v[t], x));
+    v[0] = std::min(v[0], x);
+    return key_distance(v[k - 1]);
+}
 
 }  // namespace
 
@@ -133,6 +137,8 @@ FlatIndex::FlatIndex(const float* bank, std::size_t n, std::size_t d, Storage st
     : n_(n), d_(d), npanels_((n + kNR - 1) / kNR), storage_(storage), compute_(compute) {
     if (n == 0) throw InvalidInput("bank must hold at least one vector; got 0 rows");
     if (d == 0) throw InvalidInput("bank vectors must have at least one dimension; got 0");
+    if (n > kMaxRows)  // the scan keeps each candidate's index in 32 bits (topk_key)
+        throw InvalidInput("bank must hold at most " + std::to_string(kMaxRows) + " vectors; got " + std::to_string(n));
     if (compute != Compute::F32 && storage != Storage::F32)
         throw InvalidInput(std::string("compute='") + compute_name(compute) +
                            "' keeps the float32 bank for its exact re-rank and needs dtype='float32'; got dtype='" +
@@ -245,17 +251,34 @@ void FlatIndex::search(const float* queries, std::size_t m, std::size_t k, int t
     const std::size_t d = d_;
 
     // Pack queries into blocks [d][kMR]; padding rows are zero and never become candidates.
+    // Split over the workers by block (each writes only its own blocks; ~0.5 ms serial for
+    // 1600 x 176 queries, profiled); the input errors are then raised by the serial checks,
+    // which run only if a worker saw one, so the error names the same row as before.
     const std::size_t nblk = (m + kMR - 1) / kMR;
     avector<float> qpack(nblk * d * kMR, 0.f);
     avector<float> qnorm(nblk * kMR, 0.f);
-    for (std::size_t i = 0; i < m; ++i) {
-        const float* row = queries + i * d;
-        check_finite_row(row, d, i, "queries");
-        float* dst = qpack.data() + (i / kMR) * d * kMR + (i % kMR);
-        for (std::size_t r = 0; r < d; ++r) dst[r * kMR] = row[r];
+    const int TP = m * d < (std::size_t(1) << 16) ? 1 : std::max(1, std::min<int>(threads, static_cast<int>(nblk)));
+    std::atomic<bool> bad{false};
+    parallel_run(TP, [&](int t) {
+        bool seen = false;
+        for (std::size_t b = static_cast<std::size_t>(t); b < nblk; b += static_cast<std::size_t>(TP)) {
+            for (std::size_t i = b * kMR; i < std::min(m, (b + 1) * kMR); ++i) {
+                const float* row = queries + i * d;
+                float* dst = qpack.data() + b * d * kMR + (i % kMR);
+                for (std::size_t r = 0; r < d; ++r) {
+                    dst[r * kMR] = row[r];
+                    seen |= !std::isfinite(row[r]);
+                }
+            }
+            K.packed_sqnorms(qpack.data() + b * d * kMR, d, kMR, qnorm.data() + b * kMR);
+            for (std::size_t i = b * kMR; i < std::min(m, (b + 1) * kMR); ++i) seen |= !(qnorm[i] <= kMaxSqNorm);
+        }
+        if (seen) bad.store(true);
+    });
+    if (bad.load()) {
+        for (std::size_t i = 0; i < m; ++i) check_finite_row(queries + i * d, d, i, "queries");
+        for (std::size_t i = 0; i < m; ++i) check_sqnorm(qnorm[i], i, "queries");
     }
-    for (std::size_t b = 0; b < nblk; ++b) K.packed_sqnorms(qpack.data() + b * d * kMR, d, kMR, qnorm.data() + b * kMR);
-    for (std::size_t i = 0; i < m; ++i) check_sqnorm(qnorm[i], i, "queries");
 
     if (compute_ == Compute::F32) {
         scan(qpack.data(), nullptr, qnorm.data(), nullptr, m, nblk, k, threads, dist, idx, ctl);
@@ -267,11 +290,13 @@ void FlatIndex::search(const float* queries, std::size_t m, std::size_t k, int t
     avector<std::uint32_t> cq(nblk * dc_ * kMR, 0u);
     avector<float> cqnorm(nblk * kMR, 0.f);
     avector<float> cqscale(compute_ == Compute::I8 ? nblk * kMR : 0, 0.f);
-    {
+    // Split over the workers by block as above: serial, this took ~1 ms of a ~16 ms int8
+    // search at 1024 x 19,000 x 152 on one thread (profiled).
+    parallel_run(TP, [&](int t) {
         avector<float> wide(dc_ * per * kMR);
         std::vector<float> row(dc_ * per, 0.f);
         std::vector<std::int8_t> codes(dc_ * 4, 0);
-        for (std::size_t b = 0; b < nblk; ++b) {
+        for (std::size_t b = static_cast<std::size_t>(t); b < nblk; b += static_cast<std::size_t>(TP)) {
             std::fill(wide.begin(), wide.end(), 0.f);
             std::uint32_t* w = cq.data() + b * dc_ * kMR;
             for (int i = 0; i < kMR; ++i) {
@@ -300,7 +325,7 @@ void FlatIndex::search(const float* queries, std::size_t m, std::size_t k, int t
             }
             K.packed_sqnorms(wide.data(), dc_ * per, kMR, cqnorm.data() + b * kMR);
         }
-    }
+    });
 
     if (rerank == 0) {
         scan(nullptr, cq.data(), cqnorm.data(), cqscale.data(), m, nblk, k, threads, dist, idx, ctl);
@@ -313,10 +338,26 @@ void FlatIndex::search(const float* queries, std::size_t m, std::size_t k, int t
     scan(nullptr, cq.data(), cqnorm.data(), cqscale.data(), m, nblk, kk, threads, cv.data(), ci.data(), ctl);
     // The re-rank, split over the workers by query (each writes only its own rows).
     const int T = m * kk * d < (std::size_t(1) << 18) ? 1 : std::max(1, threads);
+    // The candidates' rows are scattered over a bank larger than L2 (and often out of a shared
+    // L3 by then): their lines are requested into L2 kAhead queries before they are needed
+    // (1024 x 8 dots of 152 dims after evicting the caches: 0.61 ms -> 0.40 ms, Zen 4).
+    constexpr std::size_t kAhead = 4;
+    const std::size_t row_bytes = d * sizeof(float);
+    auto prefetch_rows = [&](std::size_t i) {
+        if (i >= m) return;
+        const std::int64_t* cols = ci.data() + i * kk;
+        for (std::size_t r = 0; r < kk && cols[r] >= 0; ++r) {
+            const char* p = reinterpret_cast<const char*>(rows_.data() + static_cast<std::size_t>(cols[r]) * d);
+            for (std::size_t off = 0; off < row_bytes; off += 64) prefetch_l2(p + off);
+            prefetch_l2(p + row_bytes - 1);
+        }
+    };
     parallel_run(T, [&](int t) {
         std::vector<float> dots(kk);
         std::vector<std::pair<float, std::int64_t>> cand(kk);
+        for (std::size_t a = 0; a < kAhead; ++a) prefetch_rows(static_cast<std::size_t>(t) + a * static_cast<std::size_t>(T));
         for (std::size_t i = static_cast<std::size_t>(t); i < m; i += static_cast<std::size_t>(T)) {
+            prefetch_rows(i + kAhead * static_cast<std::size_t>(T));
             const std::int64_t* cols = ci.data() + i * kk;
             std::size_t nc = 0;
             while (nc < kk && cols[nc] >= 0) ++nc;
@@ -359,17 +400,12 @@ void FlatIndex::scan(const float* qpack, const std::uint32_t* cq, const float* q
     const std::size_t blk_per_group = (nblk + ngroups - 1) / ngroups;
     const std::size_t nitems = nchunks * ngroups;
 
-    std::vector<std::vector<float>> tv(T);
-    std::vector<std::vector<std::int64_t>> ti(T);
-    std::vector<std::vector<std::size_t>> tn(T);
+    std::vector<std::vector<std::uint64_t>> tkeys(T);
     std::atomic<std::size_t> next{0};
 
     parallel_run(static_cast<int>(T), [&](int t) {
-        std::vector<float>& vals = tv[t];
-        std::vector<std::int64_t>& ids = ti[t];
-        vals.assign(m * k, kInf);
-        ids.assign(m * k, -1);
-        std::vector<std::size_t> cnt(m, 0);
+        std::vector<std::uint64_t>& keys = tkeys[t];
+        keys.assign(m * k, kEmptyKey);
         avector<float> thr(nblk * kMR, -kInf);  // padding rows: nothing passes
         for (std::size_t i = 0; i < m; ++i) thr[i] = kInf;
         avector<float> buf;
@@ -425,36 +461,33 @@ void FlatIndex::scan(const float* qpack, const std::uint32_t* cq, const float* q
                     for (int i = 0; i < kMR; ++i) {
                         std::uint32_t mk = mask[i];
                         if (!mk) continue;
-                        const std::size_t qi = b * kMR + i;
-                        TopK top{vals.data() + qi * k, ids.data() + qi * k, k, cnt[qi]};
+                        std::uint64_t* v = keys.data() + (b * kMR + i) * k;
                         while (mk) {
                             const int j = ctz32(mk);
                             mk &= mk - 1;
                             const std::size_t col = p * kNR + j;
                             if (col >= n_) break;  // padding columns (only in the last panel)
-                            bthr[i] = top.insert(out[i * kNR + j], static_cast<std::int64_t>(col));
+                            bthr[i] = topk_insert(v, k, topk_key(out[i * kNR + j], col));
                         }
-                        cnt[qi] = top.n;
                     }
                 }
             }
             if (t == 0) ctl.maybe_poll(std::min(next.load(), nitems), nitems);
         }
-        tn[t] = std::move(cnt);
     }, &ctl, [&] { return std::make_pair(std::min(next.load(), nitems), nitems); });
     ctl.throw_if_stopped();
 
-    // Merge the workers' lists by (distance, index).
-    std::vector<std::pair<float, std::int64_t>> cand;
+    // Merge the workers' lists by (distance, index): their keys' order.
+    std::vector<std::uint64_t> cand;
     for (std::size_t i = 0; i < m; ++i) {
         cand.clear();
         for (std::size_t t = 0; t < T; ++t)
-            for (std::size_t r = 0; r < tn[t][i]; ++r) cand.emplace_back(tv[t][i * k + r], ti[t][i * k + r]);
+            for (std::size_t r = 0; r < k && tkeys[t][i * k + r] != kEmptyKey; ++r) cand.push_back(tkeys[t][i * k + r]);
         const std::size_t take = std::min(k, cand.size());
         std::partial_sort(cand.begin(), cand.begin() + take, cand.end());
         for (std::size_t r = 0; r < k; ++r) {
-            dist[i * k + r] = r < take ? cand[r].first : kInf;
-            idx[i * k + r] = r < take ? cand[r].second : -1;
+            dist[i * k + r] = r < take ? key_distance(cand[r]) : kInf;
+            idx[i * k + r] = r < take ? key_index(cand[r]) : -1;
         }
     }
 }

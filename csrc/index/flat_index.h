@@ -41,7 +41,7 @@ void quantize_i8(const float* x, std::size_t d, std::size_t stride, std::int8_t*
 
 class FlatIndex {
 public:
-    // bank: (n, d) row-major float32, all finite (throws InvalidInput otherwise). Copied into
+    // bank: (n, d) row-major float32, all finite, n < 2^32 (throws InvalidInput otherwise). Copied into
     // the packed storage; the caller's array is not referenced afterwards.
     // A compact compute (BF16, I8) needs Storage::F32 (the re-rank reads the float32 panels).
     FlatIndex(const float* bank, std::size_t n, std::size_t d, Storage storage,

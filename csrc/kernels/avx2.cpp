@@ -7,6 +7,7 @@
 
 #include <cstring>
 
+#include "fma_gather_dots.h"
 #include "fp16.h"
 #include "i8_step.h"
 
@@ -187,6 +188,12 @@ void l2_i8_blocks(const std::uint32_t* x, const std::int32_t* xn, std::size_t nb
     }
 }
 
+// The re-rank dots: eight FMA chains at a time (fma_gather_dots.h); the oracle's per-pair order.
+void gather_dots(const float* q, const float* rows, std::size_t d, const std::int64_t* cols, std::size_t n,
+                 float* out) {
+    gather_dots_fma(q, rows, d, cols, n, out);
+}
+
 // The oracle's row loop around the AVX2 block distances.
 std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std::size_t nblocks,
                             const std::uint32_t* q, std::int32_t qn, std::int32_t qsum, std::size_t d4, float* score,
@@ -199,9 +206,9 @@ std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std:
 const Kernels kAvx2 = {
     "avx2",     Isa::Avx2,        l2sq_f32,       l2sq_f16, f16_to_f32,
     f32_to_f16, dequant_i8_panel, packed_sqnorms, tile,
-    // Compact tiles and re-rank dots: none native here; dispatch completes them with the
-    // scalar oracle's (bit-identical by definition).
-    nullptr,    nullptr,          nullptr,
+    // Compact tiles: none native here; dispatch completes them with the scalar oracle's
+    // (bit-identical by definition).
+    nullptr,    nullptr,          gather_dots,
     l2_i8_blocks, greedy_step_i8,
 };
 

@@ -10,6 +10,7 @@
 
 #include "avx512_epilogue.h"
 #include "avx512_i8_step.h"
+#include "fma_gather_dots.h"
 #include "fp16.h"
 
 namespace npad {
@@ -165,28 +166,10 @@ void tile_bf16(const std::uint32_t* qp, const std::uint32_t* xp, std::size_t d2,
     epilogue_avx512(acc, qn, xn, thr, out, mask);
 }
 
-// Lanes are candidates: 8 at a time, each element fetched with a 64-bit-index gather (banks
-// beyond 2^31 floats stay addressable), each lane accumulated sequentially over r with fma.
-void gather_dots(const float* q, const float* bank, std::size_t d, const std::int64_t* cols, std::size_t n,
+// Eight independent scalar FMA chains (fma_gather_dots.h), not a gather per dimension.
+void gather_dots(const float* q, const float* rows, std::size_t d, const std::int64_t* cols, std::size_t n,
                  float* out) {
-    for (std::size_t l0 = 0; l0 < n; l0 += 8) {
-        const std::size_t w = std::min<std::size_t>(8, n - l0);
-        alignas(64) long long off[8] = {};
-        for (std::size_t l = 0; l < w; ++l) {
-            const std::size_t c = static_cast<std::size_t>(cols[l0 + l]);
-            off[l] = static_cast<long long>(c * d);
-        }
-        __m512i idx = _mm512_load_si512(off);
-        const __m512i step = _mm512_set1_epi64(1);
-        const __mmask8 m = static_cast<__mmask8>((1u << w) - 1u);
-        __m256 acc = _mm256_setzero_ps();
-        for (std::size_t r = 0; r < d; ++r) {
-            const __m256 x = _mm512_mask_i64gather_ps(_mm256_setzero_ps(), m, idx, bank, 4);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(q[r]), x, acc);
-            idx = _mm512_add_epi64(idx, step);
-        }
-        _mm256_mask_storeu_ps(out + l0, m, acc);
-    }
+    gather_dots_fma(q, rows, d, cols, n, out);
 }
 
 // int8 coreset distances with 16-bit multiply-adds (no VNNI): the 16 lanes are the block's
