@@ -155,7 +155,7 @@ def _scorer_aspect_rule(scorer) -> str | None:
 
 
 def _scorer_exposure(scorer) -> str | None:
-    """The model's exposure rule as one line ("gain to mean intensity 114.5 of 255" / "off")."""
+    """The model's exposure rule as one line ("gain to mean intensity 107.8 of 255" / "off")."""
     man = getattr(scorer, "manifest", None)
     try:
         e = man.preprocess.exposure
