@@ -41,6 +41,7 @@ __all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold
 # module and the Detector; re-exported here, where fit code has always imported it from.
 from .runtime._torch import DEFAULT_BACKBONE, DEFAULT_THREADS, TorchBackend  # noqa: E402,F401
 from ._progress import progress_bar as _progress_bar  # noqa: E402
+from .data.geometry import DEFAULT_SHORT_SIDE  # noqa: E402  (numpy only)
 
 
 def extract_features(backend: TorchBackend, paths: Sequence[str | os.PathLike], batch_size: int = 8,
@@ -211,7 +212,7 @@ def fit_model(
     *,
     method: str = "patchcore",
     backbone: str = DEFAULT_BACKBONE,
-    image_size: int | tuple[int, int] = 320,
+    image_size: int | tuple[int, int] = DEFAULT_SHORT_SIDE,
     aspect_rule: str = "resize",
     letterbox_fill: str = "mean",
     exposure: str = "gain",

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..data.geometry import DEFAULT_SHORT_SIDE
 from ..errors import DataError, InvalidInputError
 from . import index as fx
 
@@ -50,7 +51,7 @@ class FitSettings:
 
     method: str = "patchcore"
     backbone: Optional[str] = None
-    image_size: Any = 320   # data.geometry.DEFAULT_SHORT_SIDE
+    image_size: Any = DEFAULT_SHORT_SIDE
     method_settings: dict = field(default_factory=dict)
     taps: Optional[list] = None
     weights: str = "imagenet"
