@@ -28,6 +28,7 @@ __all__ = [
     "set_isa",
     "FlatIndex",
     "HnswIndex",
+    "LocalGaussianBank",
     "greedy_coreset",
     "projection_matrix",
     "coreset_start_indices",
@@ -236,6 +237,62 @@ class FlatIndex:
         extra = f", compute={self.compute!r}, rerank={self.rerank}" if self.compute != "float32" else ""
         return f"FlatIndex(ntotal={self.ntotal}, dim={self.dim}, dtype={self.dtype!r}{extra})"
 
+
+
+class LocalGaussianBank:
+    """Per-position nominal features, searched by window: N-pad's test-time local Gaussians.
+
+    ``LocalGaussianBank(nominal (N, h, w, D) float32 or float16 C-contiguous finite, *,
+    threads=None)`` copies the N nominal feature maps into per-cell panels (same precision).
+    :meth:`mahalanobis` gives, for every query feature at cell (i, j), the Mahalanobis
+    distance to the Gaussian of its ``k`` nearest nominal features (squared L2) among the N
+    images at the cells of the (2r+1) x (2r+1) window around (i, j), with the covariance
+    shrunk towards ``tr(S)/D * I`` (the formula of ``methods.npad._knn_mahalanobis``, which is
+    its numpy oracle; the Gram matrix of the neighbours is formed in float32, the rest in
+    float64, so the results agree to ~1e-6 relative).
+    """
+
+    def __init__(self, nominal: np.ndarray, *, threads: Optional[int] = None):
+        if not isinstance(nominal, np.ndarray) or nominal.dtype not in (np.float32, np.float16):
+            raise InvalidInputError("nominal must be a numpy.ndarray of float32 or float16; got "
+                                    f"{getattr(nominal, 'dtype', type(nominal).__name__)}")
+        if nominal.ndim != 4:
+            raise InvalidInputError(f"nominal must be 4-D (N, h, w, D); got shape {nominal.shape}")
+        if not nominal.flags.c_contiguous:
+            raise InvalidInputError("nominal must be C-contiguous (use np.ascontiguousarray)")
+        self._threads = _threads(threads)
+        self._core = _core.LocalGaussianBank(nominal)  # checks finiteness while packing
+
+    @property
+    def shape(self) -> Tuple[int, int, int, int]:
+        """(N, h, w, D)."""
+        return tuple(self._core.shape)
+
+    @property
+    def dtype(self) -> str:
+        return self._core.dtype
+
+    @property
+    def memory_bytes(self) -> int:
+        return self._core.memory_bytes
+
+    def mahalanobis(self, x: np.ndarray, *, radius: int, k: int, shrinkage: float,
+                    exclude: Optional[np.ndarray] = None, threads: Optional[int] = None) -> np.ndarray:
+        """x (B, h, w, D) float32 C-contiguous finite -> (B, h, w) float32.
+
+        ``exclude`` (B,) int64: the nominal image each query image must not use (-1: none),
+        for scoring training images against the others."""
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or not x.flags.c_contiguous:
+            raise InvalidInputError("x must be a C-contiguous (B, h, w, D) float32 numpy.ndarray; got "
+                                    f"{getattr(x, 'dtype', type(x).__name__)} {getattr(x, 'shape', '')}")
+        ex = None
+        if exclude is not None:
+            ex = np.ascontiguousarray(np.asarray(exclude, dtype=np.int64).reshape(-1))
+        t = self._threads if threads is None else _threads(threads)
+        return self._core.mahalanobis(x, _int(radius, "radius"), _int(k, "k"), float(shrinkage), ex, t)
+
+    def __repr__(self) -> str:
+        return f"LocalGaussianBank(shape={self.shape}, dtype={self.dtype!r})"
 
 class HnswIndex:
     """Approximate k-NN (HNSW graph, squared L2) built with the ``hnswlib`` package.

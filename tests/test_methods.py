@@ -157,7 +157,7 @@ def _direct_window_gaussian(x, i, j, r, shrink):
 def test_npad_mahalanobis_matches_direct(radius):
     train, test = _feats(n=30), _feats(n=2, seed=3)
     m = get_method("npad", radius=radius, shrinkage=0.05, combine="mahalanobis", n_centroids=0,
-                   precision="float32").fit(train)
+                   precision="float32", gaussian="window").fit(train)
     maha, eucl = m.score_terms(test)
     assert eucl is None
     x = train.astype(np.float64)
@@ -207,7 +207,7 @@ def test_npad_state_round_trip_and_seed(settings):
 
 
 def test_npad_factor_storage_is_packed_triangular_fp16():
-    m = get_method("npad", combine="mahalanobis", n_centroids=0).fit(_feats())
+    m = get_method("npad", combine="mahalanobis", n_centroids=0, gaussian="window").fit(_feats())
     st = m.state_arrays()
     assert st["factors_packed"].dtype == np.float16
     assert st["factors_packed"].shape == (6 * 7, 8 * 9 // 2)

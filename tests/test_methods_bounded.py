@@ -123,3 +123,81 @@ def test_knn_reading_round_trips_and_flags_a_planted_anomaly():
         get_method("npad", gaussian="local")
     with pytest.raises(InvalidInputError, match="knn_k"):
         get_method("npad", knn_k=1)
+
+
+# --------------------------------------------------------- the core's local-Gaussian search
+@pytest.mark.parametrize("dtype,radius,k,exclude", [
+    (np.float32, 1, 8, False), (np.float32, 1, 8, True), (np.float16, 2, 16, True),
+    (np.float32, 0, 5, False), (np.float32, 1, 40, True),   # k above the window's candidates
+])
+def test_core_local_gaussians_equal_the_numpy_oracle(dtype, radius, k, exclude):
+    from npad_edge.methods.npad import _knn_mahalanobis
+    rng = np.random.default_rng(3)
+    nominal = rng.standard_normal((37, 6, 5, 12)).astype(dtype)      # 37 images: two panels of 32
+    x = rng.standard_normal((3, 6, 5, 12)).astype(np.float32)
+    ex = np.array([0, 36, -1], dtype=np.int64) if exclude else None
+    bank = search.LocalGaussianBank(nominal)
+    assert bank.shape == (37, 6, 5, 12) and bank.dtype == np.dtype(dtype).name
+    got = bank.mahalanobis(x, radius=radius, k=k, shrinkage=0.3, exclude=ex, threads=2)
+    ref = _knn_mahalanobis(x, nominal, radius, k, 0.3, ex)
+    # the neighbours' Gram matrix is formed in float32, the rest in float64
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(bank.mahalanobis(x, radius=radius, k=k, shrinkage=0.3, exclude=ex, threads=1), got)
+
+
+def test_core_local_gaussians_refuse_bad_input():
+    bank = search.LocalGaussianBank(np.zeros((4, 3, 3, 2), np.float32))
+    with pytest.raises(InvalidInputError, match="x must be"):
+        bank.mahalanobis(np.zeros((1, 3, 3, 2), np.float64), radius=1, k=4, shrinkage=0.3)
+    with pytest.raises(InvalidInputError, match="grid and dim"):
+        bank.mahalanobis(np.zeros((1, 3, 4, 2), np.float32), radius=1, k=4, shrinkage=0.3)
+    with pytest.raises(InvalidInputError, match="k must be"):
+        bank.mahalanobis(np.zeros((1, 3, 3, 2), np.float32), radius=1, k=1, shrinkage=0.3)
+    bad = np.zeros((4, 3, 3, 2), np.float32)
+    bad[2, 1, 1, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="non-finite"):
+        search.LocalGaussianBank(bad)
+    with pytest.raises(InvalidInputError, match="float32 or float16"):
+        search.LocalGaussianBank(np.zeros((4, 3, 3, 2), np.float64))
+
+
+# ----------------------------------------------------------------------- gaussian="auto"
+def _aligned_and_shuffled(n=16, d=8, seed=0):
+    """Aligned: every image shows the same pattern per position (4 x 4 blocks of 3 x 3 cells on
+    a 12 x 12 grid, plus noise: the part). Shuffled: the same images with their cells permuted
+    independently per image (a surface: what a position shows does not depend on it)."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.standard_normal((1, d, 4, 4))
+    base = np.repeat(np.repeat(coarse, 3, axis=2), 3, axis=3)
+    aligned = (base + 0.3 * rng.standard_normal((n, d, 12, 12))).astype(np.float32)
+    flat = aligned.reshape(n, d, 144)
+    shuffled = np.stack([flat[i][:, rng.permutation(144)] for i in range(n)]).reshape(n, d, 12, 12)
+    return aligned, np.ascontiguousarray(shuffled)
+
+
+def test_positional_r2_separates_aligned_parts_from_surfaces():
+    from npad_edge.methods.npad import positional_r2
+    aligned, shuffled = _aligned_and_shuffled()
+    r_al = positional_r2(np.ascontiguousarray(aligned.transpose(0, 2, 3, 1)), 1)
+    r_sh = positional_r2(np.ascontiguousarray(shuffled.transpose(0, 2, 3, 1)), 1)
+    assert r_al > 0.5 > 0.1 > r_sh   # ALIGNED_R2 = 0.5 splits them
+    # the definition, directly: 1 - mean window variance / global variance (radius 0: the cell)
+    x = aligned.transpose(0, 2, 3, 1).astype(np.float64)
+    direct = 1 - x.var(axis=0).sum(-1).mean() / x.reshape(-1, x.shape[-1]).var(axis=0).sum()
+    assert positional_r2(np.ascontiguousarray(aligned.transpose(0, 2, 3, 1)), 0) == pytest.approx(direct, rel=1e-9)
+
+
+def test_auto_reading_follows_alignment_and_is_recorded():
+    aligned, shuffled = _aligned_and_shuffled()
+    m_al = get_method("npad", feature_dim=None, n_centroids=16, knn_k=8).fit(aligned, seed=0)
+    m_sh = get_method("npad", feature_dim=None, n_centroids=16, knn_k=8).fit(shuffled, seed=0)
+    assert m_al.settings["gaussian"] == "window" and "factors_packed" in m_al.state_arrays()
+    assert m_sh.settings["gaussian"] == "knn" and "nominal" in m_sh.state_arrays()
+    # the recorded reading scores exactly as the explicit setting
+    explicit = get_method("npad", feature_dim=None, n_centroids=16, knn_k=8, gaussian="knn").fit(shuffled, seed=0)
+    np.testing.assert_array_equal(m_sh.score(shuffled[:2])[0], explicit.score(shuffled[:2])[0])
+    # a model whose settings say "auto" (saved before it was resolved) loads by its arrays
+    for m in (m_al, m_sh):
+        again = method_class("npad").from_state({**m.settings, "gaussian": "auto"}, m.state_arrays())
+        assert again.settings["gaussian"] == m.settings["gaussian"]
+        np.testing.assert_array_equal(again.score(aligned[:2])[0], m.score(aligned[:2])[0])

@@ -15,6 +15,7 @@
 #include "../coreset/greedy.h"
 #include "../coreset/random.h"
 #include "../index/flat_index.h"
+#include "../index/local_gaussian.h"
 #include "../kernels/compact.h"
 #include "../kernels/kernels.h"
 
@@ -361,6 +362,65 @@ py::object kernel_call(const std::string& isa, const std::string& op, py::args a
 
 }  // namespace
 
+class PyLocalGaussianBank {
+public:
+    // nominal: (n, h, w, d) float32 or float16 (numpy's float16 is the IEEE half the core reads).
+    explicit PyLocalGaussianBank(const py::array& nominal) {
+        const bool half = nominal.dtype().is(py::dtype("float16"));
+        if (half) {
+            if (nominal.ndim() != 4) throw InvalidInput("nominal must be 4-D (n, h, w, d); got " + std::to_string(nominal.ndim()) + "-D");
+            if (!(nominal.flags() & py::array::c_style))
+                throw InvalidInput("nominal must be C-contiguous (use np.ascontiguousarray)");
+        } else {
+            check_array<float>(nominal, "nominal", 4);
+        }
+        const auto n = static_cast<std::size_t>(nominal.shape(0)), h = static_cast<std::size_t>(nominal.shape(1)),
+                   w = static_cast<std::size_t>(nominal.shape(2)), d = static_cast<std::size_t>(nominal.shape(3));
+        const void* p = nominal.data();
+        py::gil_scoped_release nogil;
+        bank_ = std::make_unique<LocalGaussianBank>(half ? nullptr : static_cast<const float*>(p),
+                                                    half ? static_cast<const std::uint16_t*>(p) : nullptr, n, h, w, d);
+    }
+
+    py::array_t<float> mahalanobis(const py::array& x, int radius, int k, double shrinkage,
+                                   const std::optional<py::array>& exclude, int threads) {
+        check_array<float>(x, "x", 4);
+        check_threads(threads);
+        if (static_cast<std::size_t>(x.shape(1)) != bank_->h() || static_cast<std::size_t>(x.shape(2)) != bank_->w() ||
+            static_cast<std::size_t>(x.shape(3)) != bank_->dim())
+            throw InvalidInput("x must be (b, " + std::to_string(bank_->h()) + ", " + std::to_string(bank_->w()) + ", " +
+                               std::to_string(bank_->dim()) + "), the bank's grid and dim");
+        const auto b = static_cast<std::size_t>(x.shape(0));
+        const std::int64_t* ex = nullptr;
+        if (exclude) {
+            check_array<std::int64_t>(*exclude, "exclude", 1);
+            if (static_cast<std::size_t>(exclude->shape(0)) != b)
+                throw InvalidInput("exclude must hold one entry per query image");
+            ex = static_cast<const std::int64_t*>(exclude->data());
+        }
+        py::array_t<float> out({b, bank_->h(), bank_->w()});
+        const float* xp = static_cast<const float*>(x.data());
+        float* op = out.mutable_data();
+        PyPoll poll;
+        Control ctl(poll.fn());
+        try {
+            py::gil_scoped_release nogil;
+            bank_->mahalanobis(xp, b, radius, k, shrinkage, ex, threads, op, ctl);
+        } catch (const Cancelled&) {
+            poll.rethrow();
+            throw;
+        }
+        return out;
+    }
+
+    py::tuple shape() const { return py::make_tuple(bank_->n(), bank_->h(), bank_->w(), bank_->dim()); }
+    std::string dtype() const { return bank_->half() ? "float16" : "float32"; }
+    std::size_t memory_bytes() const { return bank_->memory_bytes(); }
+
+private:
+    std::unique_ptr<LocalGaussianBank> bank_;
+};
+
 PYBIND11_MODULE(_core, m) {
     m.doc() = "npad_edge compiled core (private; use npad_edge.search)";
 
@@ -406,6 +466,14 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("dim", &PyFlatIndex::dim)
         .def_property_readonly("dtype", &PyFlatIndex::dtype)
         .def_property_readonly("memory_bytes", &PyFlatIndex::memory_bytes);
+
+    py::class_<PyLocalGaussianBank>(m, "LocalGaussianBank")
+        .def(py::init<const py::array&>(), py::arg("nominal"))
+        .def("mahalanobis", &PyLocalGaussianBank::mahalanobis, py::arg("x"), py::arg("radius"), py::arg("k"),
+             py::arg("shrinkage"), py::arg("exclude") = py::none(), py::arg("threads") = 1)
+        .def_property_readonly("shape", &PyLocalGaussianBank::shape)
+        .def_property_readonly("dtype", &PyLocalGaussianBank::dtype)
+        .def_property_readonly("memory_bytes", &PyLocalGaussianBank::memory_bytes);
 
     m.def("greedy_coreset", &py_greedy_coreset, py::arg("features"), py::arg("n_select"), py::arg("proj_dim"),
           py::arg("n_starts"), py::arg("seed"), py::arg("threads"), py::arg("progress") = py::none(), py::arg("storage") = "float32");

@@ -38,13 +38,17 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+import logging
+
 import numpy as np
 
 from .. import search
 from ._kmeans import kmeans
 from .base import AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
 
-__all__ = ["NPad"]
+__all__ = ["NPad", "positional_r2"]
+
+log = logging.getLogger(__name__)
 
 
 class NPad(AnomalyMethod):
@@ -70,10 +74,12 @@ class NPad(AnomalyMethod):
     normalize : "global" | "position"
     precision : "float32" | "float16"
         Storage precision of the whitening factors (scoring always runs in float32).
-    gaussian : "window" | "knn"
+    gaussian : "auto" | "window" | "knn"
         "window": stored per-position Gaussians of the window (first reading); "knn": the
         test-time local Gaussian of the ``knn_k`` nearest nominal features in the window
-        (second reading, module docstring).
+        (second reading, module docstring); "auto": chosen at fit time by how much of the
+        nominal feature variance the position explains (:func:`positional_r2`): "window" if
+        at least ``ALIGNED_R2``, else "knn". The fitted model stores the reading it chose.
     knn_k : int >= 2
         Neighbours of the local Gaussian with ``gaussian="knn"``.
     """
@@ -91,12 +97,19 @@ class NPad(AnomalyMethod):
         "weight": 0.25,
         "normalize": "global",
         "precision": "float16",
-        "gaussian": "window",
+        "gaussian": "auto",
         "knn_k": 32,
     }
 
     #: training images scored (own image excluded) for the nominal statistics with gaussian="knn"
     KNN_STAT_IMAGES = 24
+    #: gaussian="auto" takes the window reading when the position explains at least this share
+    #: of the nominal feature variance (a majority: one Gaussian per position is then a model
+    #: of the part; below it, the features at a position are a mixture of what the part shows
+    #: anywhere, and the local Gaussian of the nearest nominal features is the model).
+    ALIGNED_R2 = 0.5
+    #: query images per call of the local-Gaussian search (bounds its candidate buffers)
+    KNN_CHUNK = 8
 
     def _validate(self, s: dict[str, Any]) -> dict[str, Any]:
         require_number(s, "radius", lo=0, integer=True)
@@ -110,7 +123,7 @@ class NPad(AnomalyMethod):
         require_number(s, "weight", lo=0.0, hi=1.0)
         require_choice(s, "normalize", ("global", "position"))
         require_choice(s, "precision", ("float32", "float16"))
-        require_choice(s, "gaussian", ("window", "knn"))
+        require_choice(s, "gaussian", ("auto", "window", "knn"))
         require_number(s, "knn_k", lo=2, integer=True)
         s["knn_k"] = int(s["knn_k"])
         for key in ("radius", "n_centroids", "kmeans_iters", "kmeans_sample"):
@@ -177,6 +190,12 @@ class NPad(AnomalyMethod):
         self._means = self._factors = None
         self._centroids = None
         self._nominal = None
+        self._local = None
+        if s["gaussian"] == "auto":
+            # the fitted model's settings name the reading chosen, so its manifest says it
+            r2 = positional_r2(x, s["radius"])
+            s["gaussian"] = "window" if r2 >= self.ALIGNED_R2 else "knn"
+            log.info("N-pad gaussian='auto': positional R2 %.3f -> %r", r2, s["gaussian"])
         if self._use_maha and s["gaussian"] == "knn":
             self._nominal = np.ascontiguousarray(x.astype(s["precision"]))
         elif self._use_maha:
@@ -211,6 +230,7 @@ class NPad(AnomalyMethod):
 
     def _build_index(self) -> None:
         self._index = None if self._centroids is None else search.FlatIndex(self._centroids)
+        self._local = None if self._nominal is None else search.LocalGaussianBank(self._nominal)
 
     # -- score -------------------------------------------------------------------------------
     def _terms(self, x: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -219,9 +239,14 @@ class NPad(AnomalyMethod):
         ``exclude`` (B,) int: with gaussian="knn", the training image each row must not use."""
         b, h, w, d = x.shape
         maha = eucl = None
-        if self._nominal is not None:
-            maha = _knn_mahalanobis(x, self._nominal, self.settings["radius"], self.settings["knn_k"],
-                                    self.settings["shrinkage"], exclude)
+        if self._local is not None:
+            s = self.settings
+            maha = np.empty((b, h, w), dtype=np.float32)
+            for c0 in range(0, b, self.KNN_CHUNK):
+                ex = None if exclude is None else exclude[c0:c0 + self.KNN_CHUNK]
+                maha[c0:c0 + self.KNN_CHUNK] = self._local.mahalanobis(
+                    np.ascontiguousarray(x[c0:c0 + self.KNN_CHUNK]), radius=s["radius"], k=s["knn_k"],
+                    shrinkage=s["shrinkage"], exclude=ex)
         elif self._factors is not None:
             maha = np.empty((b, h * w), dtype=np.float32)
             xp = x.reshape(b, h * w, d).transpose(1, 0, 2)            # (P, B, D)
@@ -286,7 +311,10 @@ class NPad(AnomalyMethod):
         self._stats = np.asarray(arrays["stats"], dtype=np.float64)
         self._proj = np.asarray(arrays["proj"], dtype=np.float32) if "proj" in arrays else None
         self._proj_mean = np.asarray(arrays["proj_mean"], dtype=np.float32) if "proj" in arrays else None
-        self._means = self._factors = self._nominal = None
+        self._means = self._factors = self._nominal = self._local = None
+        if self.settings["gaussian"] == "auto":
+            # a model saved before "auto" was the default (or by hand): its arrays say which reading
+            self.settings["gaussian"] = "knn" if "nominal" in arrays else "window"
         if self._use_maha and self.settings["gaussian"] == "knn":
             self._nominal = np.ascontiguousarray(arrays["nominal"])
         elif self._use_maha:
@@ -299,6 +327,42 @@ class NPad(AnomalyMethod):
         self._pos_stats = np.asarray(arrays["pos_stats"], dtype=np.float32) if "pos_stats" in arrays else None
         self._centroids = np.ascontiguousarray(arrays["centroids"], dtype=np.float32) if self._use_eucl else None
         self._build_index()
+
+
+def positional_r2(x: np.ndarray, radius: int) -> float:
+    """Share of the nominal feature variance that the position explains, x (N, h, w, D).
+
+    ``1 - mean over cells of tr(window covariance) / tr(global covariance)``, the window being
+    the (2r+1) x (2r+1) cells around each cell (clipped at the border), pooled over the N
+    images: near 1 when every image shows the same thing at the same place (an aligned part),
+    near 0 when the features at a position vary as much as over the whole image (a surface, a
+    part at any place or angle). Computed from per-cell first and second moments in float64.
+    """
+    n, h, w, d = x.shape
+    m1 = np.zeros((h, w, d))
+    m2 = np.zeros((h, w, d))
+    for i0 in range(0, n, 64):
+        xb = x[i0:i0 + 64].astype(np.float64)
+        m1 += xb.sum(axis=0)
+        m2 += (xb * xb).sum(axis=0)
+    m1 /= n
+    m2 /= n
+    total = float((m2.reshape(-1, d).mean(axis=0) - m1.reshape(-1, d).mean(axis=0) ** 2).sum())
+    if not total > 0.0:
+        return 1.0          # constant features: nothing for the position to explain
+    c1 = np.pad(np.cumsum(np.cumsum(m1, axis=0), axis=1), ((1, 0), (1, 0), (0, 0)))
+    c2 = np.pad(np.cumsum(np.cumsum(m2, axis=0), axis=1), ((1, 0), (1, 0), (0, 0)))
+    lo_i = np.clip(np.arange(h) - radius, 0, h)
+    hi_i = np.clip(np.arange(h) + radius + 1, 0, h)
+    lo_j = np.clip(np.arange(w) - radius, 0, w)
+    hi_j = np.clip(np.arange(w) + radius + 1, 0, w)
+
+    def box(c):
+        return (c[hi_i][:, hi_j] - c[lo_i][:, hi_j] - c[hi_i][:, lo_j] + c[lo_i][:, lo_j])
+
+    cnt = ((hi_i - lo_i)[:, None] * (hi_j - lo_j)[None, :]).astype(np.float64)[..., None]
+    wvar = (box(c2) / cnt - (box(c1) / cnt) ** 2).sum(axis=-1)
+    return float(1.0 - wvar.mean() / total)
 
 
 def _window_gaussians(x: np.ndarray, radius: int, shrinkage: float,

@@ -585,7 +585,7 @@ def _bind_search_threads(method, threads: int | None) -> None:
 
     n = search._threads(threads)
     for value in vars(method).values():
-        if isinstance(value, (search.FlatIndex, search.HnswIndex)):
+        if isinstance(value, (search.FlatIndex, search.HnswIndex, search.LocalGaussianBank)):
             # FlatIndex/HnswIndex have no setter; their default is this attribute.
             value._threads = n
 

@@ -1,0 +1,59 @@
+// Test-time local Gaussians over a per-position nominal bank (N-pad's "second reading").
+//
+// The bank holds n nominal feature maps (n, h, w, d). For a query feature q at grid cell
+// (i, j), the candidates are the n * cells vectors of the bank at the cells of the
+// (2r+1) x (2r+1) window around (i, j) (clipped at the border); the k nearest of them
+// (squared L2, ties to the lower (cell, image)) form a local Gaussian, and the result is the
+// Mahalanobis distance of q to it, with the covariance shrunk towards a scaled identity:
+//
+//   Z (k x d) the neighbours centred on their mean mu, v = q - mu,
+//   lam = s * |Z|_F^2 / ((k_eff - 1) d),  c = (1 - s) / (k - 1),
+//   Sigma = lam I + c Z^T Z,   maha^2 = (|v|^2 - c (Z v)^T (lam I + c Z Z^T)^-1 (Z v)) / lam
+//
+// (Woodbury: O(k^2 d) per query instead of O(d^3)). The neighbour search runs per bank cell,
+// GEMM-shaped: every query whose window contains the cell is scanned against the cell's
+// packed panels with the dispatched tile kernel, so each cell's vectors are read once per call.
+// Distances are computed as in FlatIndex (|q|^2 + |x|^2 - 2 q.x, fused, clamped at 0).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+#include "../common/aligned.h"
+#include "../common/parallel.h"
+#include "flat_index.h"
+
+namespace npad {
+
+class LocalGaussianBank {
+public:
+    // nominal: (n, h, w, d) row-major, float32 (f32 != nullptr) or float16 bits (f16 != nullptr),
+    // finite. Copied into per-cell panels (float32 or float16, as given).
+    LocalGaussianBank(const float* f32, const std::uint16_t* f16, std::size_t n, std::size_t h,
+                      std::size_t w, std::size_t d);
+
+    // x: (b, h, w, d) float32 queries, finite. exclude: nullptr or (b,) bank image per query
+    // image that must not be a neighbour (-1: none). Writes out (b, h, w) float32.
+    // radius >= 0, k >= 2, shrinkage in [0, 1] (0 is treated as 1e-6, so lam > 0).
+    void mahalanobis(const float* x, std::size_t b, int radius, int k, double shrinkage,
+                     const std::int64_t* exclude, int threads, float* out, Control& ctl) const;
+
+    std::size_t n() const { return n_; }
+    std::size_t h() const { return h_; }
+    std::size_t w() const { return w_; }
+    std::size_t dim() const { return d_; }
+    bool half() const { return half_; }
+    std::size_t memory_bytes() const { return f32_.size() * 4 + f16_.size() * 2 + xnorm_.size() * 4; }
+
+private:
+    // Row `img` of cell `cell` widened to float32 into dst (d values).
+    void gather(std::size_t cell, std::size_t img, double* dst) const;
+
+    std::size_t n_, h_, w_, d_, npanels_;
+    bool half_;
+    avector<float> f32_;          // [cells][npanels][d][kNR]
+    avector<std::uint16_t> f16_;  // same layout, float16 bits
+    avector<float> xnorm_;        // [cells][npanels * kNR], +inf in padding columns
+};
+
+}  // namespace npad
