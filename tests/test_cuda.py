@@ -178,14 +178,23 @@ def test_scorer_search_is_fp32_exact_after_rerank(tiny):
         np.testing.assert_allclose(i.numpy(), i_ref, rtol=2e-6)
 
 
-def test_npad_knn_refused_on_device():
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_npad_knn_scores_on_device_equal_the_numpy_method(dtype):
+    """N-pad's second reading (gaussian="knn") on a torch device: the same patch and image
+    scores as the numpy method (which runs the core's LocalGaussianBank)."""
     from npad_edge.methods import get_method
     from npad_edge.runtime import _torch
 
-    f = np.random.default_rng(0).standard_normal((6, 8, 4, 4)).astype(np.float32)
-    m = get_method("npad", gaussian="knn", knn_k=4, n_centroids=4, feature_dim=None).fit(f)
-    with pytest.raises(InvalidInputError, match="knn"):
-        _torch.make_scorer(m, "cpu")
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((12, 8, 5, 6)).astype(np.float32)
+    m = get_method("npad", gaussian="knn", knn_k=6, n_centroids=4, feature_dim=5, precision=dtype).fit(f)
+    test = rng.standard_normal((3, 8, 5, 6)).astype(np.float32)
+    p_ref, i_ref = m.score(test)
+    sc = _torch.make_scorer(m, "cpu")
+    with torch.inference_mode():
+        p, i = sc.score(torch.from_numpy(test))
+    np.testing.assert_allclose(p.numpy(), p_ref, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(i.numpy(), i_ref, rtol=1e-4, atol=1e-4)
 
 
 # ------------------------------------------------------------------ dispatch and device errors

@@ -243,20 +243,17 @@ class PatchCoreScorer:
 
 
 class NPadScorer:
-    """N-pad's scoring (``gaussian="window"``) on a torch device, the numpy method's rules:
-    reduction, per-position Mahalanobis distance with the stored inverse Cholesky factors,
-    nearest-centroid Euclidean distance, nominal normalisation and combination.
-    ``gaussian="knn"`` is refused (InvalidInputError): its test-time k-NN per patch has no
-    device version; run such a model with ``device="CPU"``."""
+    """N-pad's scoring on a torch device, the numpy method's rules: reduction, per-position
+    Mahalanobis distance (``gaussian="window"``: the stored inverse Cholesky factors;
+    ``"knn"``: the local Gaussian of the k nearest stored nominal features in the window,
+    one grid row of positions at a time, Woodbury form in float64), nearest-centroid
+    Euclidean distance, nominal normalisation and combination."""
 
     def __init__(self, method, device, search_dtype: str = "float32", **index_kw: Any) -> None:
         from ._torch_search import TorchFlatIndex
 
         torch = _torch()
         s, a = _state(method)
-        if s["combine"] != "euclidean" and s["gaussian"] == "knn":
-            raise InvalidInputError("N-pad with gaussian='knn' has no CUDA version (a k-NN per patch over the "
-                                    "stored features); run it with device='CPU'")
         self.settings = s
         self.device = dev = torch.device(device)
         f32 = lambda name: torch.from_numpy(np.ascontiguousarray(np.asarray(a[name], dtype=np.float32))).to(dev)
@@ -264,8 +261,10 @@ class NPadScorer:
         self.proj_mean = f32("proj_mean") if "proj" in a else None
         self.stats = np.asarray(a["stats"], dtype=np.float64)
         self.pos_stats = f32("pos_stats") if "pos_stats" in a else None
-        self.means = self.factors = None
-        if s["combine"] != "euclidean":
+        self.means = self.factors = self.nominal = None
+        if s["combine"] != "euclidean" and s["gaussian"] == "knn":
+            self.nominal = f32("nominal").permute(0, 3, 1, 2).contiguous()     # (N, D, h, w)
+        elif s["combine"] != "euclidean":
             self.means = f32("means")                                           # (P, D)
             p, d = self.means.shape
             packed = np.asarray(a["factors_packed"]).astype(np.float32)
@@ -279,6 +278,46 @@ class NPadScorer:
                                         device=dev, dtype=search_dtype, **index_kw)
         meta = np.asarray(a["_meta"])
         self.feature_dim = int(meta[0])
+
+    def _knn_maha(self, x):
+        """x (B, h, w, D) float32 -> (B, h, w) float32: methods.npad._knn_mahalanobis on the
+        device (the same neighbours up to float32 ties, the Woodbury form in float64)."""
+        torch = _torch()
+        fn = torch.nn.functional
+        s = self.settings
+        r, k = s["radius"], s["knn_k"]
+        sh = s["shrinkage"] if s["shrinkage"] > 0 else 1e-6
+        b, h, w, d = x.shape
+        n = self.nominal.shape[0]
+        ks = 2 * r + 1
+        padded = fn.pad(self.nominal, (r, r, r, r))                              # (N, D, h+2r, w+2r)
+        valid = fn.pad(torch.ones((1, 1, h, w), device=x.device), (r, r, r, r))
+        out = torch.empty((b, h, w), dtype=torch.float32, device=x.device)
+        c = (1.0 - sh) / (k - 1)
+        for i in range(h):                      # one grid row of positions: (w, N * ks^2, D) candidates
+            cand = fn.unfold(padded[:, :, i:i + ks], ks)                          # (N, D * S, w)
+            cand = cand.view(n, d, ks * ks, w).permute(3, 0, 2, 1).reshape(w, n * ks * ks, d)
+            ok = fn.unfold(valid[:, :, i:i + ks], ks).view(ks * ks, w).T > 0.5   # (w, S)
+            ok = ok[:, None, :].expand(w, n, ks * ks).reshape(w, n * ks * ks)
+            q = x[:, i].transpose(0, 1)                                           # (w, B, D)
+            d2 = ((q * q).sum(-1)[:, :, None] + (cand * cand).sum(-1)[:, None, :]
+                  - 2.0 * torch.bmm(q, cand.transpose(1, 2)))
+            d2 = d2.masked_fill(~ok[:, None, :], float("inf"))
+            kk = min(k, int(ok.sum(1).min()))
+            nn = torch.topk(d2, kk, dim=2, largest=False).indices                 # (w, B, kk)
+            z = torch.gather(cand[:, None].expand(w, b, -1, d), 2,
+                             nn[..., None].expand(w, b, kk, d)).double()          # (w, B, kk, D)
+            mu = z.mean(2)
+            z = z - mu[:, :, None]
+            v = q.double() - mu
+            lam = torch.clamp(sh * (z * z).sum((2, 3)) / ((kk - 1) * d), min=1e-12)
+            zv = torch.einsum("wbkd,wbd->wbk", z, v)
+            g = c * torch.matmul(z, z.transpose(2, 3)) + lam[..., None, None] * torch.eye(kk, dtype=z.dtype,
+                                                                                        device=z.device)
+            sol = torch.linalg.solve(g, zv[..., None])[..., 0]
+            m2 = ((v * v).sum(-1) - c * (zv * sol).sum(-1)) / lam
+            out[:, i] = torch.sqrt(torch.clamp(m2, min=0.0)).T.float()
+        return out
 
     def score(self, features):
         torch = _torch()
@@ -299,6 +338,8 @@ class NPadScorer:
                 z = torch.bmm(diff, self.factors_t[p0:p0 + step])
                 parts.append(torch.sqrt((z * z).sum(2)))
             maha = torch.cat(parts).T.reshape(b, h, w)
+        elif self.nominal is not None:
+            maha = self._knn_maha(x)
         if self.index is not None:
             dist2, _ = self.index.search(x.reshape(-1, d), 1, check_finite=False)
             eucl = torch.sqrt(torch.clamp(dist2[:, 0], min=0.0)).reshape(b, h, w)
