@@ -165,10 +165,13 @@ def run_config(method: str, settings: dict, train, test, masks, labels, hw, seed
         maps = anomaly_maps(patch, hw, hw, sigma=sigma)
         pm = metrics.pixel_metrics(list(masks), list(maps))
     bank = getattr(m, "bank", None)
+    if bank is None and m.settings.get("gaussian") is not None:
+        # N-pad: the reading it used ("auto" resolves at fit time) in the bank column
+        bank = m.settings["gaussian"]
     return {"method": method, "settings": settings, "image_auroc": metrics.image_auroc(labels, image),
             "pixel_auroc": pm["pixel_auroc"], "pro": pm["pro"], "fit_s": fit_s, "score_ms": score_ms,
             "fit_peak_mb": peak / 2**20, "state_mb": m.state_nbytes() / 2**20,
-            "bank": int(bank.shape[0]) if bank is not None else None}
+            "bank": bank if isinstance(bank, str) or bank is None else int(bank.shape[0])}
 
 
 def main(argv=None) -> int:
