@@ -28,7 +28,8 @@ state is then every reduced training feature (``N*h*w*D`` values in ``precision`
 nominal statistics come from training images scored against the others (own image excluded).
 
 Defaults (radius 1, PCA to 64 dims, shrinkage 0.3, 1024 centroids, sum with Mahalanobis weight
-0.25, fp16 factors) and the measurements behind them: docs/accuracy.md.
+0.25, fp16 factors; ``gaussian="auto"`` with 64 neighbours) and the measurements behind them:
+docs/accuracy.md.
 
 Memory of the stored state: ``h*w*D*(D+1)/2`` factor entries (float16: 2 bytes each) plus
 ``h*w*D`` means plus ``n_centroids*D`` centroids.
@@ -81,7 +82,9 @@ class NPad(AnomalyMethod):
         nominal feature variance the position explains (:func:`positional_r2`): "window" if
         at least ``ALIGNED_R2``, else "knn". The fitted model stores the reading it chose.
     knn_k : int >= 2
-        Neighbours of the local Gaussian with ``gaussian="knn"``.
+        Neighbours of the local Gaussian with ``gaussian="knn"``. The default, 64, equals the
+        default ``feature_dim``: a covariance of k samples in D dims has rank at most k - 1, so
+        with k < D the shrinkage alone models the remaining directions.
     """
 
     name = "npad"
@@ -98,7 +101,7 @@ class NPad(AnomalyMethod):
         "normalize": "global",
         "precision": "float16",
         "gaussian": "auto",
-        "knn_k": 32,
+        "knn_k": 64,
     }
 
     #: training images scored (own image excluded) for the nominal statistics with gaussian="knn"
