@@ -40,7 +40,7 @@ def _fit(train, **settings):
 
 def test_settings_validate():
     s = get_method("patchcore").settings
-    assert (s["search_compute"], s["search_rerank"]) == ("float32", search.DEFAULT_RERANK)
+    assert (s["search_compute"], s["search_rerank"]) == ("auto", search.DEFAULT_RERANK)
     assert get_method("patchcore", search_compute="int8", search_rerank=4).settings["search_rerank"] == 4
     with pytest.raises(InvalidInputError, match="search_compute"):
         get_method("patchcore", search_compute="int4")
@@ -49,7 +49,22 @@ def test_settings_validate():
             get_method("patchcore", search_compute="int8", search_rerank=bad)
     with pytest.raises(InvalidInputError, match="index='flat'"):
         get_method("patchcore", search_compute="int8", index="hnsw")
-    get_method("patchcore", search_compute="float32", index="hnsw")  # the exact default is fine
+    get_method("patchcore", search_compute="float32", index="hnsw")  # the exact scan is fine
+    get_method("patchcore", index="hnsw")                            # "auto" is float32 there
+
+
+@pytest.mark.parametrize("isa", search.available_isas()[:-1])   # scalar: minutes of int8 oracle
+def test_auto_is_int8_where_the_kernel_set_has_it(data, isa):
+    train, _ = data
+    try:
+        search.set_isa(isa)
+        m = _fit(train)
+        want = "int8" if isa in ("avx512_vnni", "avx512_bf16") else "float32"
+        assert ("int8" in search.native_computes()) == (want == "int8")
+        assert m.search_arithmetic == m._index.compute == want
+        assert _fit(train, index="hnsw").search_arithmetic == "float32"
+    finally:
+        search.set_isa(None)
 
 
 @pytest.mark.parametrize("compute", COMPACT)
@@ -103,10 +118,16 @@ def test_setting_survives_save_and_load(data, tmp_path):
         np.testing.assert_array_equal(a, b)
 
 
-def test_model_without_the_setting_loads_as_float32(tmp_path):
-    # The frozen v1 model predates search_compute; its Detector searches in float32 (its stored
+def test_model_without_the_setting_loads_as_float32(data, tmp_path):
+    # A model saved before search_compute existed was scored in float32, whatever the default
+    # of new fits is. The frozen v1 model is one; its Detector searches in float32 (its stored
     # outputs are checked by tests/test_artifact.py).
     from npad_edge import Detector
+
+    train, _ = data
+    ref = _fit(train)
+    old = {k: v for k, v in ref.settings.items() if k not in ("search_compute", "search_rerank")}
+    assert PatchCore.from_state(old, ref.state_arrays()).search_arithmetic == "float32"
 
     tiny = MODELS / "v1_exported_tiny"
     assert "search_compute" not in json.loads((tiny / "manifest.json").read_text())["method"]["settings"]
