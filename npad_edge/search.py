@@ -26,6 +26,7 @@ __all__ = [
     "available_isas",
     "cpu_features",
     "set_isa",
+    "native_computes",
     "FlatIndex",
     "HnswIndex",
     "LocalGaussianBank",
@@ -79,6 +80,19 @@ def set_isa(name: Optional[str]) -> None:
     if not isinstance(name, str):
         raise InvalidInputError(f"isa name must be a str or None; got {type(name).__name__}")
     _core.set_isa(name)
+
+
+# Compact scan arithmetics each kernel set runs natively (csrc/kernels: VPDPBUSD for int8,
+# VDPBF16PS for bfloat16). Elsewhere the compact tiles are the scalar oracle's (int8 ~30x
+# slower than the float32 tile) or an emulation no faster than float32 (bfloat16 on avx512).
+_NATIVE_COMPUTE = {"avx512_bf16": ("int8", "bfloat16"), "avx512_vnni": ("int8",)}
+
+
+def native_computes() -> list:
+    """``FlatIndex`` compute arithmetics with a native kernel in the kernel set in use
+    (:func:`isa`): ``"float32"`` always, ``"int8"`` with AVX512-VNNI, ``"bfloat16"`` with
+    AVX512-BF16. The others run, with the same results, but slower than float32."""
+    return ["float32", *_NATIVE_COMPUTE.get(isa(), ())]
 
 
 def default_threads() -> int:

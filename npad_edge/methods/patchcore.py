@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .. import search
+from ..errors import InvalidInputError
 from .base import AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
 
 __all__ = ["PatchCore", "reweighted_image_scores"]
@@ -82,6 +83,29 @@ class PatchCore(AnomalyMethod):
         Storage and search precision of the bank (float16 halves the model's bank bytes).
     index : "flat" | "hnsw"
         Exact blocked search or approximate HNSW graph search.
+    search_compute : "auto" | "float32" | "int8" | "bfloat16"
+        Arithmetic of the flat index's scan (``search.FlatIndex(compute=...)``, docs/search.md).
+        ``"float32"`` is the exact search. ``"int8"`` / ``"bfloat16"`` scan a compact copy of
+        the bank, keep ``search_rerank`` candidates per query and re-rank them with exact
+        float32 distances: the patch scores then equal the float32 search's bit for bit
+        whenever the true nearest bank vector is among the candidates (at k' = 8 it was for
+        every one of 1.16 million test patches of bottle and magnetic_tile, docs/search.md).
+        ``"auto"`` (default) is ``"int8"`` where the kernel set in use computes int8 natively
+        (``search.native_computes()``: AVX512-VNNI) and ``"float32"`` elsewhere, where the int8
+        scan would be the scalar oracle's, ~30x slower; it is resolved when the index is built
+        (:attr:`search_arithmetic`), so a saved model picks its own arithmetic on each machine.
+        Explicit ``"int8"`` / ``"bfloat16"`` need ``index="flat"`` (``"auto"`` with HNSW is
+        ``"float32"``). With ``bank_dtype="float16"`` the compact index re-ranks against the
+        float32 copy of the float16-rounded bank, which gives the float16 index's distances
+        (same values, same float32 arithmetic); the search memory is then float32 rows plus the
+        compact words instead of float16 panels. The neighbours of bank vectors for the
+        reweighting come from an exact float32 index either way. The CUDA path
+        (``Detector(device="CUDA")``) ignores this setting: it has its own low-precision first
+        pass + re-rank per ``inference_precision`` (docs/runtime.md). Models saved without
+        this setting (before it existed) load with ``"float32"``, what they were scored with.
+    search_rerank : int >= 1
+        k', candidates per query kept by a compact scan for the float32 re-rank (default
+        ``search.DEFAULT_RERANK`` = 8; unused when the scan is float32).
     hnsw_m, hnsw_ef_construction, hnsw_ef : int
         HNSW graph parameters (used only with ``index="hnsw"``).
     image_score : "max" | "reweighted"
@@ -100,6 +124,8 @@ class PatchCore(AnomalyMethod):
         "coreset_storage": "float16",
         "bank_dtype": "float32",
         "index": "flat",
+        "search_compute": "auto",
+        "search_rerank": search.DEFAULT_RERANK,
         "hnsw_m": 16,
         "hnsw_ef_construction": 200,
         "hnsw_ef": 64,
@@ -116,7 +142,11 @@ class PatchCore(AnomalyMethod):
         require_choice(s, "coreset_storage", ("float16", "float32", "int8"))
         require_choice(s, "bank_dtype", ("float32", "float16"))
         require_choice(s, "index", ("flat", "hnsw"))
-        for key in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef", "reweight_neighbors"):
+        require_choice(s, "search_compute", ("auto", "float32", "int8", "bfloat16"))
+        if s["search_compute"] in ("int8", "bfloat16") and s["index"] != "flat":
+            raise InvalidInputError(f"setting 'search_compute'={s['search_compute']!r} is a scan of the flat index "
+                                    f"and needs index='flat'; got index={s['index']!r} (use 'auto' or 'float32')")
+        for key in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef", "reweight_neighbors", "search_rerank"):
             require_number(s, key, lo=1, integer=True)
         require_choice(s, "image_score", ("max", "reweighted"))
         s["coreset"] = float(s["coreset"])
@@ -124,7 +154,7 @@ class PatchCore(AnomalyMethod):
             if s[key] is not None:
                 s[key] = int(s[key])
         for key in ("coreset_proj_dim", "coreset_starts", "hnsw_m", "hnsw_ef_construction", "hnsw_ef",
-                    "reweight_neighbors"):
+                    "reweight_neighbors", "search_rerank"):
             s[key] = int(s[key])
         return s
 
@@ -171,13 +201,33 @@ class PatchCore(AnomalyMethod):
         # scores exactly as the freshly fitted one.
         self._bank = np.ascontiguousarray(stored, dtype=np.float32)
         s = self.settings
-        if s["index"] == "flat":
-            self._index = search.FlatIndex(self._bank, dtype=s["bank_dtype"])
-        else:
+        self._exact = None
+        if s["index"] == "hnsw":
             self._index = search.HnswIndex(self._bank, M=s["hnsw_m"], ef_construction=s["hnsw_ef_construction"],
                                            ef=s["hnsw_ef"], seed=seed)
-        # Neighbours of bank vectors (for the reweighting) always come from an exact index.
-        self._exact = self._index if s["index"] == "flat" else None
+        elif self._arithmetic() == "float32":
+            self._index = self._exact = search.FlatIndex(self._bank, dtype=s["bank_dtype"])
+        else:
+            # The float32 copy of the stored values: the same distances as a float16 index over
+            # them (exact re-rank), so bank_dtype keeps its meaning for the scores.
+            self._index = search.FlatIndex(self._bank, dtype="float32", compute=self._arithmetic(),
+                                           rerank=s["search_rerank"])
+            if s["image_score"] == "reweighted":
+                # The b nearest bank vectors of m* must be exact (k = b may exceed k'); built
+                # now, not lazily, so the Detector's thread setting reaches it.
+                self._exact = search.FlatIndex(self._bank, dtype=s["bank_dtype"])
+
+    def _arithmetic(self) -> str:
+        c, s = self.settings["search_compute"], self.settings
+        if c != "auto":
+            return c
+        return "int8" if s["index"] == "flat" and "int8" in search.native_computes() else "float32"
+
+    @property
+    def search_arithmetic(self) -> str:
+        """The scan arithmetic this object's index uses: ``"float32"``, ``"int8"`` or
+        ``"bfloat16"`` (``search_compute`` with ``"auto"`` resolved; ``"float32"`` for HNSW)."""
+        return getattr(self._index, "compute", "float32")
 
     @property
     def bank(self) -> np.ndarray:
@@ -203,6 +253,17 @@ class PatchCore(AnomalyMethod):
         return np.asarray(self._exact.search(vectors, k)[1])
 
     # -- state -----------------------------------------------------------------------------
+    #: Settings a saved model may lack (written before the setting existed) and the value it
+    #: was fitted and scored with; the defaults of new fits can differ.
+    SAVED_WITHOUT: Mapping[str, Any] = {"search_compute": "float32"}
+
+    @classmethod
+    def from_state(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "PatchCore":
+        settings = dict(settings)
+        for key, value in cls.SAVED_WITHOUT.items():
+            settings.setdefault(key, value)
+        return super().from_state(settings, arrays)
+
     def _state(self) -> dict[str, np.ndarray]:
         return {"bank": self._stored_bank}
 

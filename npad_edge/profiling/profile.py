@@ -62,7 +62,8 @@ def info() -> dict[str, Any]:
 
     Versions come from package metadata (torch is not imported). Keys: ``npad_edge``,
     ``python``, ``platform``, ``versions`` (numpy, openvino, torch, nncf, pillow: None when
-    not installed), ``search`` (``isa`` in use, ``available_isas``, ``cpu_features``), ``openvino_devices``
+    not installed), ``search`` (``isa`` in use, ``available_isas``, ``native_computes``: what
+    PatchCore's ``search_compute="auto"`` can pick, ``cpu_features``), ``openvino_devices``
     (name -> full device name), ``cuda`` (whether an NVIDIA driver is visible).
     """
     from .. import __version__
@@ -80,7 +81,7 @@ def info() -> dict[str, Any]:
         from .. import search
 
         out["search"] = {"isa": search.isa(), "available_isas": list(search.available_isas()),
-                         "cpu_features": search.cpu_features()}
+                         "native_computes": search.native_computes(), "cpu_features": search.cpu_features()}
     except Exception as e:  # the compiled core missing or broken: say so, do not fail info
         out["search"] = {"isa": None, "available_isas": [], "error": f"{type(e).__name__}: {e}"}
     try:

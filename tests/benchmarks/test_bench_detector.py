@@ -14,6 +14,14 @@ What is timed (decoded real bottle test images, 900x900 RGB uint8, median over r
 - ``test_async_throughput[int8]``: 32 images through ``predict_async`` (latency hint, 4
   requests in flight: on 2 cores the throughput hint's extra streams only add contention);
   time per batch of 32.
+- ``test_end_to_end_search[float32|int8|bfloat16]`` (PatchCore models only): ``predict`` of
+  the INT8 export with the method's search in that arithmetic (``search_compute``, k' = 8;
+  the float32 one is the model as saved), the same images and Detector otherwise.
+
+NPAD_BENCH_PRECISIONS=int8 (comma-separated) builds and times only those exports (the
+search comparison needs only int8; ``torch`` is the fitted model itself). NPAD_BENCH_DATA=DIR
+takes the images (2 of the first defect class, 2 good) and the INT8 calibration from another
+MVTec-layout category (e.g. ../shared/data/magnetic_tile, with NPAD_BENCH_FITTED a model of it).
 
 Everything runs at NPAD_BENCH_THREADS threads (default 2): OpenVINO INFERENCE_NUM_THREADS,
 torch.set_num_threads, and the search (``Detector(threads=...)`` sets the thread count of
@@ -53,7 +61,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 THREADS = int(os.environ.get("NPAD_BENCH_THREADS", "2"))
 N_TRAIN = int(os.environ.get("NPAD_BENCH_TRAIN", "0"))  # 0: all train images
 FITTED = os.environ.get("NPAD_BENCH_FITTED")  # an already fitted bottle model: skips the fit
-PRECISIONS = ("torch", "fp32", "fp16", "int8")
+DATA = os.environ.get("NPAD_BENCH_DATA")      # another category root instead of bottle
+PRECISIONS = tuple(p for p in os.environ.get("NPAD_BENCH_PRECISIONS", "torch,fp32,fp16,int8").split(",") if p)
+SEARCH_COMPUTES = ("float32", "int8", "bfloat16")
+
+
+def _images(folder: Path) -> list:
+    return sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg", ".bmp"))
 
 
 @pytest.fixture(scope="session")
@@ -64,7 +78,13 @@ def limit_blas():
 
 
 @pytest.fixture(scope="session")
-def bench_models(bottle_dir, limit_blas):
+def data_dir(request) -> Path:
+    """NPAD_BENCH_DATA (an MVTec-layout category root) or the real bottle data."""
+    return Path(DATA) if DATA else request.getfixturevalue("bottle_dir")
+
+
+@pytest.fixture(scope="session")
+def bench_models(data_dir, limit_blas):
     """{"torch": fitted model, "fp32"/"fp16"/"int8": exported models}, built once."""
     from npad_edge.export import export_model
     from npad_edge.pipeline import fit_model
@@ -73,33 +93,33 @@ def bench_models(bottle_dir, limit_blas):
     if FITTED:
         fitted = Path(FITTED)
     else:
-        train = sorted((bottle_dir / "train" / "good").glob("*.png"))
+        train = _images(data_dir / "train" / "good")
         paths = train[:N_TRAIN] if N_TRAIN else None
-        fitted = fit_model(bottle_dir, root / "fitted", train_paths=paths, progress=False, threads=THREADS)
+        fitted = fit_model(data_dir, root / "fitted", train_paths=paths, progress=False, threads=THREADS)
     out = {"torch": fitted}
-    for p in ("fp32", "fp16", "int8"):
+    for p in (p for p in ("fp32", "fp16", "int8") if p in PRECISIONS):
         out[p] = export_model(fitted, root / p, precision=p, progress=False,
-                              calib=bottle_dir / "train" / "good" if p == "int8" else None)
+                              calib=data_dir / "train" / "good" if p == "int8" else None)
     yield out
     shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
-def images(bottle_dir):
+def images(data_dir):
     from npad_edge.data import read_image
 
-    paths = sorted((bottle_dir / "test" / "broken_large").glob("*.png"))[:2] + \
-        sorted((bottle_dir / "test" / "good").glob("*.png"))[:2]
+    defect = sorted(d for d in (data_dir / "test").iterdir() if d.is_dir() and d.name != "good")[0]
+    paths = _images(defect)[:2] + _images(data_dir / "test" / "good")[:2]   # bottle: broken_large
     return [read_image(p) for p in paths]
 
 
 _detectors: dict = {}
 
 
-def detector(models, precision, **kw):
+def detector(models, precision, tag=None, **kw):
     from npad_edge import Detector
 
-    key = (precision, tuple(sorted(kw.items())))
+    key = (precision, tag, tuple(sorted(kw.items())))
     if key not in _detectors:
         _detectors[key] = Detector.load(models[precision], "CPU", threads=THREADS, **kw)
     return _detectors[key]
@@ -155,6 +175,8 @@ def test_backbone(benchmark, bench_models, images, precision):
 
 @pytest.mark.parametrize("precision", ["int8"])
 def test_async_throughput(benchmark, bench_models, images, precision):
+    if precision not in bench_models:
+        pytest.skip(f"{precision} not built (NPAD_BENCH_PRECISIONS)")
     det = detector(bench_models, precision, num_requests=4)
     for im in images:
         det(im)
@@ -170,12 +192,44 @@ def test_async_throughput(benchmark, bench_models, images, precision):
     benchmark.extra_info["images_per_round"] = 32
 
 
+@pytest.mark.parametrize("compute", SEARCH_COMPUTES)
+def test_end_to_end_search(benchmark, bench_models, images, compute):
+    from npad_edge import search
+    from npad_edge.runtime.detector import _bind_search_threads
+
+    if "int8" not in bench_models:
+        pytest.skip("needs the int8 export (NPAD_BENCH_PRECISIONS)")
+    det = detector(bench_models, "int8", tag=f"search {compute}")   # one Detector per search arithmetic
+    if det.method.name != "patchcore":
+        pytest.skip("search_compute is a PatchCore setting")
+    if det.method.settings["search_compute"] != compute:
+        det.method = type(det.method).from_state(dict(det.method.settings, search_compute=compute),
+                                                 det.method.state_arrays())
+        _bind_search_threads(det.method, THREADS)
+    for im in images:
+        det(im)
+    nxt = _cycle(images)
+    benchmark.group = "detector end to end, int8 export, search arithmetic"
+    _info(benchmark, det, "int8")
+    benchmark.extra_info.update(search_compute=compute, search_rerank=det.method.settings["search_rerank"],
+                                isa=search.isa())
+    benchmark.pedantic(lambda: det(nxt()), rounds=30, iterations=1, warmup_rounds=2)
+    stages = {k: [] for k in ("backbone", "search", "total")}
+    for _ in range(10):
+        t = det(nxt()).timings
+        for k in stages:
+            stages[k].append(t[k])
+    benchmark.extra_info["stage_median_ms"] = {k: round(float(np.median(v)), 2) for k, v in stages.items()}
+
+
 def summarize(path: str) -> str:
     """Markdown table (median ms; speed-ups against torch / FP32) from the benchmark JSON."""
     import json
     import statistics
 
     benches = json.load(open(path))["benchmarks"]
+    search_rows = [b for b in benches if b["name"].startswith("test_end_to_end_search")]
+    benches = [b for b in benches if not b["name"].startswith("test_end_to_end_search")]
     med = {(b["name"].split("[")[0], b["extra_info"]["precision"]): 1e3 * statistics.median(b["stats"]["data"])
            for b in benches}
     stages = {b["extra_info"]["precision"]: b["extra_info"].get("stage_median_ms", {}) for b in benches
@@ -195,12 +249,26 @@ def summarize(path: str) -> str:
                  f"{sum(st.get(k, float('nan')) for k in parts):.1f}", f"{st.get('total', float('nan')):.1f}",
                  f"{bb:.1f}" if bb else "-", f"{bb_fp32 / bb:.2f}x" if bb and bb_fp32 else "-"]
         out.append("| " + " | ".join(cells) + " |")
+    if len(out) == 2:   # only the search comparison ran
+        out = []
     for b in benches:
         if b["name"].startswith("test_async_throughput"):
             t = statistics.median(b["stats"]["data"])
             out.append(f"\nasync {b['extra_info']['precision']}: {b['extra_info']['images_per_round'] / t:.1f} images/s "
                        f"({b['extra_info']['images_per_round']} images, 4 in flight)")
-    return "\n".join(out)
+    if search_rows:
+        f32 = next((1e3 * statistics.median(b["stats"]["data"]) for b in search_rows
+                    if b["extra_info"]["search_compute"] == "float32"), None)
+        out += ["" if out else None, "| int8 export, search_compute | end to end ms | vs float32 search | stages: backbone / search ms "
+                "| total (same calls) |", "|---|---|---|---|---|"]
+        for b in search_rows:
+            e, ms = b["extra_info"], 1e3 * statistics.median(b["stats"]["data"])
+            st = e.get("stage_median_ms", {})
+            rr = "" if e["search_compute"] == "float32" else f", k'={e['search_rerank']}"
+            out.append(f"| {e['search_compute']}{rr} | {ms:.1f} | {f32 / ms if f32 else float('nan'):.2f}x | "
+                       f"{st.get('backbone', float('nan')):.1f} / {st.get('search', float('nan')):.1f} | "
+                       f"{st.get('total', float('nan')):.1f} |")
+    return "\n".join(line for line in out if line is not None)
 
 
 if __name__ == "__main__":
