@@ -246,7 +246,8 @@ void LocalGaussianBank::mahalanobis(const float* x, std::size_t b, int radius, i
     parallel_run(T2, [&](int t) {
         // (distance bits, cell, image) ordered as a tuple: ties go to the lower cell, then image
         std::vector<std::pair<std::uint64_t, std::uint32_t>> cand;
-        std::vector<double> z, zt, mu(d), v(d), zv, g, sol, col;
+        std::vector<double> z, zt, mu(d), v(d), zv, g, sol, col, zsq;
+        std::vector<std::size_t> roff, coff;
         avector<float> zr, zc;
         alignas(64) float gout[kMR * kNR];
         std::uint32_t gmask[kMR];
@@ -301,18 +302,32 @@ void LocalGaussianBank::mahalanobis(const float* x, std::size_t b, int radius, i
                 zr.assign(nbr * d * kMR, 0.f);
                 zc.assign(nbc * d * kNR, 0.f);
                 zv.assign(kk, 0.0);
+                roff.resize(kk);
+                coff.resize(kk);
+                for (std::size_t r = 0; r < kk; ++r) {  // packed offsets (no division in the loop below)
+                    roff[r] = (r / kMR) * d * kMR + r % kMR;
+                    coff[r] = (r / kNR) * d * kNR + r % kNR;
+                }
                 for (std::size_t e = 0; e < d; ++e) {
                     double* ze = zt.data() + e * kk;
                     const double me = mu[e], ve = v[e];
+                    float* zre = zr.data() + e * kMR;
+                    float* zce = zc.data() + e * kNR;
                     for (std::size_t r = 0; r < kk; ++r) {
                         ze[r] -= me;
-                        zz += ze[r] * ze[r];
                         zv[r] += ze[r] * ve;
                         const float f = static_cast<float>(ze[r]);
-                        zr[(r / kMR) * d * kMR + e * kMR + r % kMR] = f;
-                        zc[(r / kNR) * d * kNR + e * kNR + r % kNR] = f;
+                        zre[roff[r]] = f;
+                        zce[coff[r]] = f;
                     }
                 }
+                // |Z|_F^2 in float64 with independent partial sums per lane of r
+                zsq.assign(kk, 0.0);
+                for (std::size_t e = 0; e < d; ++e) {
+                    const double* ze = zt.data() + e * kk;
+                    for (std::size_t r = 0; r < kk; ++r) zsq[r] += ze[r] * ze[r];
+                }
+                for (std::size_t r = 0; r < kk; ++r) zz += zsq[r];
                 g.assign(kk * kk, 0.0);
                 for (std::size_t br = 0; br < nbr; ++br)
                     for (std::size_t bc = 0; bc < nbc; ++bc) {
