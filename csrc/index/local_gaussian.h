@@ -28,7 +28,7 @@ namespace npad {
 class LocalGaussianBank {
 public:
     // nominal: (n, h, w, d) row-major, float32 (f32 != nullptr) or float16 bits (f16 != nullptr),
-    // finite. Copied into per-cell panels (float32 or float16, as given).
+    // finite. Copied into per-cell float32 panels (a float16 bank is widened exactly).
     LocalGaussianBank(const float* f32, const std::uint16_t* f16, std::size_t n, std::size_t h,
                       std::size_t w, std::size_t d);
 
@@ -43,16 +43,15 @@ public:
     std::size_t w() const { return w_; }
     std::size_t dim() const { return d_; }
     bool half() const { return half_; }
-    std::size_t memory_bytes() const { return f32_.size() * 4 + f16_.size() * 2 + xnorm_.size() * 4; }
+    std::size_t memory_bytes() const { return f32_.size() * 4 + xnorm_.size() * 4; }
 
 private:
     // Row `img` of cell `cell` widened to float32 into dst (d values).
     void gather(std::size_t cell, std::size_t img, double* dst) const;
 
     std::size_t n_, h_, w_, d_, npanels_;
-    bool half_;
+    bool half_;  // the bank was given as float16 (reported; stored widened)
     avector<float> f32_;          // [cells][npanels][d][kNR]
-    avector<std::uint16_t> f16_;  // same layout, float16 bits
     avector<float> xnorm_;        // [cells][npanels * kNR], +inf in padding columns
 };
 
