@@ -69,6 +69,21 @@ LocalGaussianBank::LocalGaussianBank(const float* f32, const std::uint16_t* f16,
     // float16 per cache line with a software conversion).
     f32_.assign(cells * npanels_ * panel, 0.f);
     xnorm_.assign(cells * npanels_ * kNR, kInf);
+    // A row-major copy per cell ([cell][n][d], as given) for the neighbours' gather: a vector's
+    // d values then sit on d * 2 (or 4) / 64 cache lines, where the panels spread them over d
+    // lines (the strided gather from the panels was a third of the solve, profiled).
+    if (half_)
+        r16_.resize(cells * n * d);
+    else
+        r32_.resize(cells * n * d);
+    for (std::size_t img = 0; img < n; ++img)
+        for (std::size_t c = 0; c < cells; ++c) {
+            const std::size_t src = (img * cells + c) * d, dst = (c * n + img) * d;
+            if (half_)
+                std::copy(f16 + src, f16 + src + d, r16_.begin() + dst);
+            else
+                std::copy(f32 + src, f32 + src + d, r32_.begin() + dst);
+        }
     avector<float> wide(panel);
     std::vector<float> row(d);
     for (std::size_t c = 0; c < cells; ++c) {
@@ -103,10 +118,14 @@ LocalGaussianBank::LocalGaussianBank(const float* f32, const std::uint16_t* f16,
     }
 }
 
-void LocalGaussianBank::gather(std::size_t cell, std::size_t img, double* dst) const {
-    const std::size_t p = img / kNR, j = img % kNR;
-    const std::size_t base = (cell * npanels_ + p) * d_ * kNR + j;
-    for (std::size_t r = 0; r < d_; ++r) dst[r] = f32_[base + r * kNR];
+void LocalGaussianBank::gather(const Kernels& K, std::size_t cell, std::size_t img, float* tmp, double* dst) const {
+    const std::size_t base = (cell * n_ + img) * d_;
+    const float* src = r32_.data() + base;
+    if (half_) {
+        K.f16_to_f32(r16_.data() + base, tmp, d_);
+        src = tmp;
+    }
+    for (std::size_t r = 0; r < d_; ++r) dst[r] = src[r];
 }
 
 void LocalGaussianBank::mahalanobis(const float* x, std::size_t b, int radius, int k, double shrinkage,
@@ -155,6 +174,7 @@ void LocalGaussianBank::mahalanobis(const float* x, std::size_t b, int radius, i
         std::vector<std::pair<std::uint64_t, std::uint32_t>> cand;
         std::vector<double> z, zt, mu(d), v(d), zv, g, sol, col, zsq;
         std::vector<std::size_t> roff, coff;
+        std::vector<float> ztmp(d);
         avector<float> zr, zc;
         alignas(64) float gout[kMR * kNR];
         std::uint32_t gmask[kMR];
@@ -198,7 +218,7 @@ void LocalGaussianBank::mahalanobis(const float* x, std::size_t b, int radius, i
                         zt.assign(d * kk, 0.0);
                         std::fill(mu.begin(), mu.end(), 0.0);
                         for (std::size_t r = 0; r < kk; ++r) {
-                            gather(cand[r].first & 0xFFFFFFFFu, cand[r].second, z.data());
+                            gather(K, cand[r].first & 0xFFFFFFFFu, cand[r].second, ztmp.data(), z.data());
                             for (std::size_t e = 0; e < d; ++e) {
                                 zt[e * kk + r] = z[e];
                                 mu[e] += z[e];

@@ -18,6 +18,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "../common/aligned.h"
 #include "../common/parallel.h"
@@ -43,16 +44,20 @@ public:
     std::size_t w() const { return w_; }
     std::size_t dim() const { return d_; }
     bool half() const { return half_; }
-    std::size_t memory_bytes() const { return f32_.size() * 4 + xnorm_.size() * 4; }
+    std::size_t memory_bytes() const {
+        return f32_.size() * 4 + xnorm_.size() * 4 + r32_.size() * 4 + r16_.size() * 2;
+    }
 
 private:
-    // Row `img` of cell `cell` widened to float32 into dst (d values).
-    void gather(std::size_t cell, std::size_t img, double* dst) const;
+    // Row `img` of cell `cell` into dst (d values); tmp: d floats of scratch.
+    void gather(const Kernels& K, std::size_t cell, std::size_t img, float* tmp, double* dst) const;
 
     std::size_t n_, h_, w_, d_, npanels_;
     bool half_;  // the bank was given as float16 (reported; stored widened)
     avector<float> f32_;          // [cells][npanels][d][kNR]
     avector<float> xnorm_;        // [cells][npanels * kNR], +inf in padding columns
+    std::vector<float> r32_;          // [cells][n][d] row-major copy (the gather), float32 banks
+    std::vector<std::uint16_t> r16_;  // the same as given, float16 banks
 };
 
 }  // namespace npad
