@@ -4,6 +4,7 @@ seeds, planted anomalies, setting validation."""
 from __future__ import annotations
 
 import numpy as np
+from scipy import ndimage
 import pytest
 
 from npad_edge.errors import InvalidInputError
@@ -64,7 +65,12 @@ def test_patchcore_patch_score_is_brute_force_nn_distance():
     brute = np.sqrt(((q[:, None, :] - bank[None]) ** 2).sum(-1).min(1)).reshape(3, 6, 7)
     patch, image = m.score(test)
     np.testing.assert_allclose(patch, brute, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(image, brute.reshape(3, -1).max(1), rtol=1e-4, atol=1e-4)
+    # the default image score: the peak of the grid smoothed with sigma 0.5 cells (edges repeated)
+    smooth = np.stack([ndimage.gaussian_filter(p, 0.5, mode="nearest", truncate=4.0) for p in brute])
+    np.testing.assert_allclose(image, smooth.reshape(3, -1).max(1), rtol=1e-4, atol=1e-4)
+    assert (image < brute.reshape(3, -1).max(1)).all()          # smoothing lowers an isolated peak
+    m_max = method_class("patchcore").from_state({**m.settings, "image_score": "max"}, m.state_arrays())
+    np.testing.assert_allclose(m_max.score(test)[1], brute.reshape(3, -1).max(1), rtol=1e-4, atol=1e-4)
 
 
 def test_patchcore_bank_rows_come_from_training_set_and_coreset_is_seeded():
@@ -185,7 +191,10 @@ def test_npad_euclidean_term_and_combination():
     (mm, sm), (me, se) = st["stats"]
     patch, image = m.score(test)
     np.testing.assert_allclose(patch, 0.3 * (maha - mm) / sm + 0.7 * (eucl - me) / se, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(image, patch.reshape(2, -1).max(1))
+    smooth = np.stack([ndimage.gaussian_filter(p.astype(np.float64), 0.5, mode="nearest", truncate=4.0) for p in patch])
+    np.testing.assert_allclose(image, smooth.reshape(2, -1).max(1), rtol=1e-5, atol=1e-5)
+    m_max = method_class("npad").from_state({**m.settings, "image_score": "max"}, m.state_arrays())
+    np.testing.assert_allclose(m_max.score(test)[1], patch.reshape(2, -1).max(1))
 
 
 @pytest.mark.parametrize("settings", [{}, {"precision": "float32"}, {"feature_dim": 5, "reduction": "pca"},

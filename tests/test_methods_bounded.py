@@ -201,3 +201,14 @@ def test_auto_reading_follows_alignment_and_is_recorded():
         again = method_class("npad").from_state({**m.settings, "gaussian": "auto"}, m.state_arrays())
         assert again.settings["gaussian"] == m.settings["gaussian"]
         np.testing.assert_array_equal(again.score(aligned[:2])[0], m.score(aligned[:2])[0])
+
+
+@pytest.mark.parametrize("name", ["npad", "patchcore"])
+def test_models_saved_before_the_smoothed_image_score_keep_the_max(name):
+    train, test = _feats(n=10), _feats(n=2, seed=4)
+    m = get_method(name, image_score="max").fit(train, seed=0)
+    old = {k: v for k, v in m.settings.items() if k not in ("image_score", "image_sigma")}
+    again = method_class(name).from_state(old, m.state_arrays())
+    assert again.settings["image_score"] == "max"
+    np.testing.assert_array_equal(again.score(test)[1], m.score(test)[1])
+    assert get_method(name).settings["image_score"] == "smoothed"      # new fits

@@ -132,10 +132,17 @@ class AnomalyMethod:
         state["_meta"] = np.array([self.feature_dim, *self.feature_hw], dtype=np.int64)
         return state
 
+    #: Settings a saved model may lack (written before the setting existed) and the value it
+    #: was fitted and scored with; the defaults of new fits can differ.
+    SAVED_WITHOUT: Mapping[str, Any] = {}
+
     @classmethod
     def from_state(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "AnomalyMethod":
         """Rebuild a fitted method from ``settings`` and ``state_arrays()``; scores are identical."""
-        obj = cls(**dict(settings))
+        settings = dict(settings)
+        for key, value in cls.SAVED_WITHOUT.items():
+            settings.setdefault(key, value)
+        obj = cls(**settings)
         if "_meta" not in arrays:
             raise ModelFormatError(f"{cls.name}: state arrays lack '_meta'")
         meta = np.asarray(arrays["_meta"])
@@ -175,3 +182,26 @@ def require_number(settings: Mapping[str, Any], key: str, *, lo: float | None = 
         raise InvalidInputError(f"setting {key!r} must be {'>' if lo_open else '>='} {lo}, got {v!r}")
     if hi is not None and v > hi:
         raise InvalidInputError(f"setting {key!r} must be <= {hi}, got {v!r}")
+
+
+def smoothed_max(patch: np.ndarray, sigma: float) -> np.ndarray:
+    """Image scores as the peak of the smoothed patch-score grid: (B, h, w) float32 -> (B,) float32.
+
+    The grid is blurred with a separable Gaussian of ``sigma`` grid cells (weights
+    ``postprocess.gaussian_kernel1d``, edges repeated), accumulated in float64, then the
+    largest value per image is taken; ``sigma == 0`` is the plain maximum. This is the image
+    score of the anomaly map the product shows (the map's blur is sigma 4 input pixels, half a
+    cell of the stride-8 grid), so one isolated high patch counts less than a defect's region.
+    """
+    b = patch.shape[0]
+    if sigma <= 0:
+        return patch.reshape(b, -1).max(axis=1)
+    from ..postprocess import gaussian_kernel1d
+
+    k = gaussian_kernel1d(sigma)
+    r = (k.size - 1) // 2
+    x = np.pad(patch.astype(np.float64), ((0, 0), (r, r), (r, r)), mode="edge")
+    h, w = patch.shape[1:]
+    rows = sum(k[t] * x[:, t:t + h, :] for t in range(k.size))          # (B, h, w + 2r)
+    out = sum(k[t] * rows[:, :, t:t + w] for t in range(k.size))        # (B, h, w)
+    return out.reshape(b, -1).max(axis=1).astype(np.float32)

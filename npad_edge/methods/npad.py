@@ -45,7 +45,7 @@ import numpy as np
 
 from .. import search
 from ._kmeans import kmeans
-from .base import AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
+from .base import AnomalyMethod, smoothed_max, ProgressFn, require_choice, require_number, to_rows
 
 __all__ = ["NPad", "positional_r2"]
 
@@ -81,6 +81,13 @@ class NPad(AnomalyMethod):
         (second reading, module docstring); "auto": chosen at fit time by how much of the
         nominal feature variance the position explains (:func:`positional_r2`): "window" if
         at least ``ALIGNED_R2``, else "knn". The fitted model stores the reading it chose.
+    image_score : "smoothed" | "max"
+        Image score: the largest value of the combined patch-score grid smoothed with a
+        Gaussian of ``image_sigma`` cells (``base.smoothed_max``: the peak of the anomaly map),
+        or the largest patch score.
+    image_sigma : float >= 0
+        Grid cells of the "smoothed" image score's Gaussian (0.5: the anomaly map's sigma of 4
+        input pixels on the stride-8 grid).
     knn_k : int >= 2
         Neighbours of the local Gaussian with ``gaussian="knn"``. The default, 64, equals the
         default ``feature_dim``: a covariance of k samples in D dims has rank at most k - 1, so
@@ -102,7 +109,10 @@ class NPad(AnomalyMethod):
         "precision": "float16",
         "gaussian": "auto",
         "knn_k": 64,
+        "image_score": "smoothed",
+        "image_sigma": 0.5,
     }
+    SAVED_WITHOUT: Mapping[str, Any] = {"image_score": "max"}
 
     #: training images scored (own image excluded) for the nominal statistics with gaussian="knn"
     KNN_STAT_IMAGES = 24
@@ -128,6 +138,9 @@ class NPad(AnomalyMethod):
         require_choice(s, "precision", ("float32", "float16"))
         require_choice(s, "gaussian", ("auto", "window", "knn"))
         require_number(s, "knn_k", lo=2, integer=True)
+        require_choice(s, "image_score", ("smoothed", "max"))
+        require_number(s, "image_sigma", lo=0.0)
+        s["image_sigma"] = float(s["image_sigma"])
         s["knn_k"] = int(s["knn_k"])
         for key in ("radius", "n_centroids", "kmeans_iters", "kmeans_sample"):
             s[key] = int(s[key])
@@ -285,6 +298,8 @@ class NPad(AnomalyMethod):
     def _score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         maha, eucl = self._terms(self._reduce(features))
         patch = self._combine(maha, eucl).astype(np.float32)
+        if self.settings["image_score"] == "smoothed":
+            return patch, smoothed_max(patch, self.settings["image_sigma"])
         return patch, patch.reshape(patch.shape[0], -1).max(axis=1)
 
     def score_terms(self, features: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:

@@ -19,7 +19,7 @@ import numpy as np
 
 from .. import search
 from ..errors import InvalidInputError
-from .base import AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
+from .base import smoothed_max, AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
 
 __all__ = ["PatchCore", "reweighted_image_scores"]
 
@@ -108,8 +108,13 @@ class PatchCore(AnomalyMethod):
         ``search.DEFAULT_RERANK`` = 8; unused when the scan is float32).
     hnsw_m, hnsw_ef_construction, hnsw_ef : int
         HNSW graph parameters (used only with ``index="hnsw"``).
-    image_score : "max" | "reweighted"
-        Image score: the largest patch score, or the paper's reweighting of it.
+    image_score : "smoothed" | "max" | "reweighted"
+        Image score: the largest value of the patch-score grid smoothed with a Gaussian of
+        ``image_sigma`` cells (``base.smoothed_max``: the peak of the anomaly map), the largest
+        patch score, or the paper's reweighting of it.
+    image_sigma : float >= 0
+        Grid cells of the "smoothed" image score's Gaussian (0.5: the anomaly map's sigma of 4
+        input pixels on the stride-8 grid).
     reweight_neighbors : int
         b, the size of N_b(m*) in the reweighting (9, as in the reference code).
     """
@@ -129,7 +134,8 @@ class PatchCore(AnomalyMethod):
         "hnsw_m": 16,
         "hnsw_ef_construction": 200,
         "hnsw_ef": 64,
-        "image_score": "max",
+        "image_score": "smoothed",
+        "image_sigma": 0.5,
         "reweight_neighbors": 9,
     }
 
@@ -148,7 +154,9 @@ class PatchCore(AnomalyMethod):
                                     f"and needs index='flat'; got index={s['index']!r} (use 'auto' or 'float32')")
         for key in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef", "reweight_neighbors", "search_rerank"):
             require_number(s, key, lo=1, integer=True)
-        require_choice(s, "image_score", ("max", "reweighted"))
+        require_choice(s, "image_score", ("smoothed", "max", "reweighted"))
+        require_number(s, "image_sigma", lo=0.0)
+        s["image_sigma"] = float(s["image_sigma"])
         s["coreset"] = float(s["coreset"])
         for key in ("coreset_max", "coreset_pool"):
             if s[key] is not None:
@@ -242,6 +250,8 @@ class PatchCore(AnomalyMethod):
         patch = np.sqrt(np.maximum(dist2[:, 0], 0.0)).reshape(b, h * w)
         if self.settings["image_score"] == "max":
             image = patch.max(axis=1)
+        elif self.settings["image_score"] == "smoothed":
+            image = smoothed_max(patch.reshape(b, h, w).astype(np.float32), self.settings["image_sigma"])
         else:
             image = reweighted_image_scores(q.reshape(b, h * w, d), patch, idx[:, 0].reshape(b, h * w),
                                             self._bank, self._support, self.settings["reweight_neighbors"])
@@ -255,14 +265,7 @@ class PatchCore(AnomalyMethod):
     # -- state -----------------------------------------------------------------------------
     #: Settings a saved model may lack (written before the setting existed) and the value it
     #: was fitted and scored with; the defaults of new fits can differ.
-    SAVED_WITHOUT: Mapping[str, Any] = {"search_compute": "float32"}
-
-    @classmethod
-    def from_state(cls, settings: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> "PatchCore":
-        settings = dict(settings)
-        for key, value in cls.SAVED_WITHOUT.items():
-            settings.setdefault(key, value)
-        return super().from_state(settings, arrays)
+    SAVED_WITHOUT: Mapping[str, Any] = {"search_compute": "float32", "image_score": "max"}
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"bank": self._stored_bank}

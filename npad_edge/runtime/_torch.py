@@ -195,6 +195,24 @@ def _state(method) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     return dict(method.settings), method.state_arrays()
 
 
+def _smoothed_max(patch, sigma: float):
+    """methods.base.smoothed_max on a tensor: (B, h, w) float32 -> (B,) float32, the same
+    weights, edge padding and float64 accumulation order."""
+    torch = _torch()
+    b = patch.shape[0]
+    if sigma <= 0:
+        return patch.reshape(b, -1).max(dim=1).values
+    from ..postprocess import gaussian_kernel1d
+
+    k = gaussian_kernel1d(sigma)
+    r = (k.size - 1) // 2
+    h, w = patch.shape[1:]
+    x = torch.nn.functional.pad(patch.double()[:, None], (r, r, r, r), mode="replicate")[:, 0]
+    rows = sum(float(k[t]) * x[:, t:t + h, :] for t in range(k.size))
+    out = sum(float(k[t]) * rows[:, :, t:t + w] for t in range(k.size))
+    return out.reshape(b, -1).max(dim=1).values.float()
+
+
 class PatchCoreScorer:
     """PatchCore's scoring on a torch device: ``score(features (B, D, h, w) float32 tensor) ->
     (patch scores (B, h, w) float32, image scores (B,) float32)``, the numpy method's rules
@@ -221,6 +239,8 @@ class PatchCoreScorer:
         patch = torch.sqrt(torch.clamp(dist2[:, 0], min=0.0)).reshape(b, h * w)
         if self.settings["image_score"] == "max":
             image = patch.max(dim=1).values
+        elif self.settings["image_score"] == "smoothed":
+            image = _smoothed_max(patch.reshape(b, h, w), self.settings["image_sigma"])
         else:
             image = self._reweighted(q.reshape(b, h * w, d), patch, idx[:, 0].reshape(b, h * w))
         return patch.reshape(b, h, w), image
@@ -360,6 +380,8 @@ class NPadScorer:
         else:
             patch = s["weight"] * zm.double() + (1.0 - s["weight"]) * ze
         patch = patch.float()
+        if s.get("image_score") == "smoothed":
+            return patch, _smoothed_max(patch, s["image_sigma"])
         return patch, patch.reshape(b, -1).max(dim=1).values
 
 
