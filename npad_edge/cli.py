@@ -380,6 +380,13 @@ def cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     t0 = time.perf_counter()
     out = fit_model(args.data, args.out, **kwargs)
     print(f"fitted {args.method} model written to {out} in {time.perf_counter() - t0:.1f} s")
+    if args.method == "npad" and "gaussian" not in (settings or {}):
+        from . import artifact
+
+        reading = artifact.read_manifest(out).method.settings.get("gaussian")
+        other = {"knn": "window (faster)", "window": "knn"}.get(reading, "window")
+        print(f"N-pad reading: {reading} (chosen from how much of the feature variance the position "
+              f"explains; --set gaussian={other.split()[0]} for the other)")
     print(f"next: {PROG} eval --model {out} --data {args.data}   or   "
           f"{PROG} export --model {out} --out {out}-int8 --int8 --calib {args.data}")
 

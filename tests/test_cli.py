@@ -462,3 +462,14 @@ def test_existing_output_is_refused_before_any_work(tmp_path, capsys, monkeypatc
                  ["export", "--model", tmp_path / "m", "--out", tmp_path / "m"]):
         rc, _, err = run(argv, capsys)
         assert rc == 1 and "--overwrite" in one_error_line(err)
+
+
+def test_fit_npad_says_which_reading_it_chose(mini_bottle, tmp_path, capsys):
+    from npad_edge import artifact
+
+    out = tmp_path / "npad"
+    assert cli.main(["fit", "--data", str(mini_bottle), "--out", str(out), "--method", "npad",
+                     "--image-size", "128", "--set", "n_centroids=16", "-q"]) == 0
+    reading = artifact.read_manifest(out).method.settings["gaussian"]
+    assert reading in ("window", "knn")
+    assert f"N-pad reading: {reading}" in capsys.readouterr().out
