@@ -93,6 +93,15 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
             base_r = read or read_image
             read = lambda p: np.ascontiguousarray(np.asarray(  # noqa: E731
                 Image.fromarray(base_r(p)).resize((hw[1], hw[0]), Image.BILINEAR)))
+        if resize == "aa-u8":   # control for "pil": torch's antialiased resize on the host, rounded to uint8
+            import torch
+            import torch.nn.functional as F
+            base_r = read or read_image
+
+            def read(p, base_r=base_r):
+                x = torch.from_numpy(base_r(p)).permute(2, 0, 1)[None].float()
+                y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+                return np.ascontiguousarray(y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
         expo = None
         if exposure != "off":   # "gain": the training median, as fit_model; a number: that target
             from npad_edge.pipeline import exposure_target
@@ -202,9 +211,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rule", default="resize", help="resize | letterbox-mean | letterbox-edge (npad_edge.data.geometry)")
     ap.add_argument("--orient", default="keep", help="keep | auto: turn images a quarter to the model's orientation")
     ap.add_argument("--exposure", default="gain", help="gain (default: to the training images' median mean intensity) | off | a fixed target, e.g. 114.5")
-    ap.add_argument("--resize", default="aa", choices=("aa", "bilinear", "pil"),
+    ap.add_argument("--resize", default="aa", choices=("aa", "bilinear", "pil", "aa-u8"),
                     help="input resize: aa (in-graph antialiased bilinear, the product) | bilinear (no antialias) | "
-                         "pil (PIL BILINEAR on the host, uint8, then the graph at identity); issue 10")
+                         "pil (PIL BILINEAR on the host, uint8, then the graph at identity) | aa-u8 (torch's antialiased "
+                         "resize on the host rounded to uint8: the rounding alone); issue 10")
     ap.add_argument("--eval", default="model", help="model: maps/masks at the model input size; own: at each image's size")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))
