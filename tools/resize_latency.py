@@ -163,9 +163,9 @@ def main(argv=None) -> int:
         def ir(req, x):
             return lambda: req.infer({0: x})
 
-        def host(filter_kw):
-            size = hw[::-1]
-            return lambda: np.asarray(Image.fromarray(img[0]).resize(size, Image.BILINEAR, **filter_kw))
+        def host(filter_kw, frame=img[0], size=hw[::-1]):
+            # frame and size bound now: a bare closure would see the last category's frame
+            return lambda: np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR, **filter_kw))
 
         def host_then(req, filter_kw):
             h = host(filter_kw)
