@@ -116,6 +116,8 @@ def test_fit_export_detector_with_host_resize(tmp_path):
     m = load_model(edge).manifest
     assert m.backbone.config["resize"]["on"] == "host" and m.extra["ir_resize"].startswith("none")
     assert m.extra["export_check"]["rel_diff"] < 1e-4
+    from npad_edge.artifact import describe
+    assert "antialias) on the host" in describe(edge)
     frame = np.random.default_rng(4).integers(0, 256, (90, 70, 3), dtype=np.uint8)
     dets = [Detector.load(p) for p in (fitted, edge)]
     assert all(d.resize_on == "host" for d in dets)
