@@ -84,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images of another aspect ratio than the model input: squash them (resize, default) "
                         "or pad them to the model's aspect ratio first (letterbox); maps come back at "
                         "each image's own size either way")
+    f.add_argument("--resize-on", choices=("graph", "host"), default="graph",
+                   help="the resize to the model input: inside the backbone graph (graph, default) or on the "
+                        "host before it (PIL bilinear, the same filter in uint8; faster, docs/runtime.md)")
     f.add_argument("--letterbox-fill", choices=("mean", "edge"), default="mean",
                    help="letterbox padding: the normalisation mean (default) or the replicated border")
     f.add_argument("--exposure", choices=("gain", "off"), default="gain",
@@ -367,7 +370,7 @@ def cmd_fit(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
 
     kwargs: dict[str, Any] = dict(method=args.method, image_size=image_size, aspect_rule=args.aspect_rule,
                                   letterbox_fill=args.letterbox_fill, exposure=args.exposure,
-                                  exposure_target_value=args.exposure_target,
+                                  exposure_target_value=args.exposure_target, resize_on=args.resize_on,
                                   method_settings=settings or None, seed=args.seed,
                                   overwrite=args.overwrite, on_error="skip" if args.skip_bad else "raise",
                                   progress=not args.quiet)

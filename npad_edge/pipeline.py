@@ -188,20 +188,22 @@ def _derive_input_geometry(be: "TorchBackend", size_arg, paths) -> tuple["TorchB
         from .backbones import FeatureExtractor
 
         ex = FeatureExtractor(ex.backbone, image_size=hw, feature_dim=ex.feature_dim, aggregate=ex.aggregate,
-                              antialias=ex.antialias)
+                              antialias=ex.antialias, resize_on=ex.resize_on)
         be = TorchBackend(ex, threads=None)
     return be, record
 
 
 def _fit_reader(be: "TorchBackend", aspect_rule: str, letterbox_fill: str):
     """The image reader of the fit: decode, then the aspect rule (letterbox pads here; resize
-    is inside the extractor)."""
+    is inside the extractor, or here for an extractor with ``resize_on="host"``)."""
     from .data import geometry, read_image
 
+    hw = tuple(be.input_size)
     if aspect_rule == "resize":
+        if be.extractor.resize_on == "host":
+            return lambda p: geometry.host_resize(read_image(p), hw)
         return read_image
     mean = list(be.extractor.backbone.mean)
-    hw = tuple(be.input_size)
     return lambda p: geometry.letterbox(read_image(p), hw, fill=letterbox_fill, mean=mean)[0]
 
 
@@ -221,6 +223,7 @@ def fit_model(
     taps: Sequence[str] | None = None,
     weights: str = "imagenet",
     seed: int = 0,
+    resize_on: str = "graph",
     holdout: float | int = 0.1,
     threshold_quantile: float = 1.0,
     threshold_margin: float = 0.1,
@@ -254,6 +257,11 @@ def fit_model(
         exposure_target_value: the gain's target mean intensity (0..255); default: the median
             of the fit images' mean intensities (``exposure_target``, at most 256 images). Fix
             it to give several parts byte-identical IRs (a fleet's shared backbone group). Recorded in ``preprocess.exposure`` (docs/accuracy.md for the study).
+        resize_on: ``"graph"`` (default): the antialiased resize to the model input is inside
+            the backbone graph; ``"host"``: images are resized before it with
+            ``data.geometry.host_resize`` (PIL bilinear, the same filter rounded to uint8; the
+            IR then has no resize op), here and at inference. Recorded in the backbone config
+            (``resize.on``); docs/runtime.md, "The resize (issue 10)".
         seed: every random step (hold-out split, coreset, k-means); same seed, same arrays.
         holdout: good training images kept out of the fit to calibrate the threshold: a
             fraction (default 0.1) or a count; 0 disables calibration (threshold = max of
@@ -293,7 +301,8 @@ def fit_model(
         if not paths:
             raise DataError("no training images")
         m = get_method(method, **dict(method_settings or {}))     # validates settings early
-        be = TorchBackend.create(backbone, image_size=size_arg, weights=weights, taps=taps, threads=threads)
+        be = TorchBackend.create(backbone, image_size=size_arg, weights=weights, taps=taps, threads=threads,
+                                 resize_on=resize_on)
         be, size_derivation = _derive_input_geometry(be, size_arg, paths)
         read = _fit_reader(be, aspect_rule, letterbox_fill)
         fit_idx, hold_idx = _split_holdout(len(paths), holdout, seed)

@@ -67,7 +67,7 @@ def turn(shape, hw) -> bool:
 
 
 def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=None, feature_dim=None,
-                rule: str = "resize", orient: str = "keep", exposure: str = "gain"):
+                rule: str = "resize", orient: str = "keep", exposure: str = "gain", resize: str = "aa"):
     """(train (N,D,h,w) f32, test (M,D,h,w) f32, masks (M,H,W) bool, labels (M,), (H, W), extract s/img)."""
     from npad_edge.data import load_dataset, load_test_masks, read_image
     from npad_edge.postprocess import resize_mask
@@ -75,7 +75,8 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
     ds = load_dataset(cat)
     hw = tuple(size) if size else derive_size(ds.train, short, orient=orient)
     tag = (f"{backbone}_{hw[0]}x{hw[1]}" + (("_" + "-".join(taps)) if taps else "") + (f"_d{feature_dim}" if feature_dim else "")
-           + ("" if rule == "resize" else f"_{rule}") + ("" if orient == "keep" else f"_o{orient}") + ("" if exposure == "off" else f"_x{exposure}"))
+           + ("" if rule == "resize" else f"_{rule}") + ("" if orient == "keep" else f"_o{orient}") + ("" if exposure == "off" else f"_x{exposure}")
+           + ("" if resize == "aa" else f"_r{resize}"))
     d = cache / cat.name / tag
     if not (d / "test.npy").exists():
         d.mkdir(parents=True, exist_ok=True)
@@ -87,12 +88,30 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
             from npad_edge.data.geometry import letterbox
             fill = rule.split("-")[1]
             read = lambda p: letterbox(read_image(p), hw, fill=fill)[0]  # noqa: E731
+        if resize == "pil":   # issue 10 (c): PIL's BILINEAR (triangle, antialiased) on the host, uint8 out
+            from PIL import Image
+            base_r = read or read_image
+            read = lambda p: np.ascontiguousarray(np.asarray(  # noqa: E731
+                Image.fromarray(base_r(p)).resize((hw[1], hw[0]), Image.BILINEAR)))
+        if resize == "aa-u8":   # control for "pil": torch's antialiased resize on the host, rounded to uint8
+            import torch
+            import torch.nn.functional as F
+            base_r = read or read_image
+
+            def read(p, base_r=base_r):
+                x = torch.from_numpy(base_r(p)).permute(2, 0, 1)[None].float()
+                y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
+                return np.ascontiguousarray(y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
         expo = None
         if exposure != "off":   # "gain": the training median, as fit_model; a number: that target
             from npad_edge.pipeline import exposure_target
             t = exposure_target(ds.train, read=read) if exposure == "gain" else float(exposure)
             expo = {"mode": "gain", "target": t}
         be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim, exposure=expo)
+        if resize == "bilinear":   # issue 10 (a): the in-graph resize without antialias
+            from npad_edge.backbones import FeatureExtractor
+            be = TorchBackend(FeatureExtractor(be.extractor.backbone, image_size=hw, feature_dim=feature_dim,
+                                               antialias=False, exposure=expo), threads=None)
         if orient == "auto":
             base = read or read_image
             read = lambda p: (lambda im: np.ascontiguousarray(np.rot90(im)) if turn(im.shape, hw) else im)(base(p))  # noqa: E731
@@ -192,6 +211,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rule", default="resize", help="resize | letterbox-mean | letterbox-edge (npad_edge.data.geometry)")
     ap.add_argument("--orient", default="keep", help="keep | auto: turn images a quarter to the model's orientation")
     ap.add_argument("--exposure", default="gain", help="gain (default: to the training images' median mean intensity) | off | a fixed target, e.g. 114.5")
+    ap.add_argument("--resize", default="aa", choices=("aa", "bilinear", "pil", "aa-u8"),
+                    help="input resize: aa (in-graph antialiased bilinear, the product) | bilinear (no antialias) | "
+                         "pil (PIL BILINEAR on the host, uint8, then the graph at identity) | aa-u8 (torch's antialiased "
+                         "resize on the host rounded to uint8: the rounding alone); issue 10")
     ap.add_argument("--eval", default="model", help="model: maps/masks at the model input size; own: at each image's size")
     args = ap.parse_args(argv)
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))
@@ -206,13 +229,14 @@ def main(argv=None) -> int:
             for cat in cats:
                 train, test, masks, labels, hw, ex = load_cached(cat, args.backbone, args.short, taps, args.cache, size,
                                                                  args.feature_dim, args.rule, args.orient,
-                                                                 args.exposure)
+                                                                 args.exposure, args.resize)
                 own = own_masks(cat) if args.eval == "own" else None
                 r = run_config(args.method, parse_config(c), train, test, masks, labels, hw, args.seed, args.sigma,
                                own, args.rule, args.orient)
                 r.update(category=cat.name, hw=list(hw), backbone=args.backbone, taps=taps, short=args.short,
                          extract_ms=1000 * ex, D=int(train.shape[1]), config=c, label=args.label, sigma=args.sigma,
-                         rule=args.rule, eval=args.eval, orient=args.orient, exposure=args.exposure)
+                         rule=args.rule, eval=args.eval, orient=args.orient, exposure=args.exposure,
+                         resize=args.resize)
                 rows.append(r)
                 print(f"| {args.label} {args.method} {c or 'defaults'} | {cat.name} {hw[0]}x{hw[1]} | "
                       f"{100 * r['image_auroc']:.2f} | {100 * r['pixel_auroc']:.2f} | {100 * r['pro']:.2f} | "

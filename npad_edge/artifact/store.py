@@ -555,7 +555,8 @@ def describe(path: PathLike) -> str:
         f"  kind        {m.kind}, precision {m.precision}",
         f"  backbone    {b.name} taps [{', '.join(b.taps)}], weights {b.weights}",
         f"  input       {p.image_size[0]}x{p.image_size[1]} {p.color} {p.layout}, resize {p.resize}"
-        f"{' (antialias)' if p.antialias else ''}",
+        f"{' (antialias)' if p.antialias else ''}"
+        f"{' on the host' if (b.config or {}).get('resize', {}).get('on') == 'host' else ''}",
         f"  method      {m.method.name}" + (f" ({settings})" if settings else ""),
         f"  threshold   {thr}",
     ]

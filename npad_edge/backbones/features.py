@@ -12,6 +12,14 @@ torch's antialiased bilinear resize to ``Interpolate`` (antialias=true) and matc
 input already has ``image_size`` the resize is an exact identity (and is kept in the graph, so
 the exported model accepts any input size).
 
+Resize on the host (``resize_on="host"``, config ``resize.on``, issue 10): the graph has no resize
+op and takes images already at ``image_size``; the caller resizes them first with
+``npad_edge.data.geometry.host_resize`` (PIL ``BILINEAR``: the same triangle filter, uint8 out,
+about 1 ms of one core for 900x900 -> 320x320 where the in-graph banded resize costs about
+5-10 ms; docs/runtime.md, "The resize (issue 10)"). The fit reader, INT8 calibration and the
+Detector apply it. Written as ``format_version`` 3, so an older npad_edge, which would not
+resize on the host, refuses the config; graph-resize configs stay version 2.
+
 Exposure (``exposure``, config version 2): optionally, after the resize, every image is
 multiplied by one gain ``g = clip(target / mean(image), min_gain, max_gain)`` so that its mean
 intensity (over all pixels and channels, 0..255 scale) equals ``target``: at fit time the
@@ -38,11 +46,15 @@ from torch import nn
 from ..errors import InvalidInputError
 from .tap import TapBackbone, create_backbone
 
-__all__ = ["FeatureExtractor", "CONFIG_FORMAT", "CONFIG_VERSION", "EXPOSURE_MODES", "check_exposure"]
+__all__ = ["FeatureExtractor", "CONFIG_FORMAT", "CONFIG_VERSION", "EXPOSURE_MODES", "RESIZE_ON", "check_exposure"]
 
 CONFIG_FORMAT = "npad_edge.feature_extractor"
-#: 2 added ``exposure`` (absent or None in version 1 configs: no gain).
-CONFIG_VERSION = 2
+#: 2 added ``exposure`` (absent or None in version 1 configs: no gain). 3 added ``resize.on``
+#: ("host"); configs that resize in the graph (the default) are still written as version 2.
+CONFIG_VERSION = 3
+
+#: where the input resize runs: "graph" (in the backbone graph / IR) or "host" (before it)
+RESIZE_ON = ("graph", "host")
 
 #: exposure modes (``"gain"``: one multiplicative gain per image; see the module docstring)
 EXPOSURE_MODES = ("gain",)
@@ -115,8 +127,11 @@ class FeatureExtractor(nn.Module):
         aggregate: int = 3,
         antialias: bool = True,
         exposure: Mapping[str, Any] | None = None,
+        resize_on: str = "graph",
     ):
         super().__init__()
+        if resize_on not in RESIZE_ON:
+            raise InvalidInputError(f"resize_on must be one of {RESIZE_ON}, got {resize_on!r}")
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
         image_size = tuple(int(s) for s in image_size)
@@ -136,6 +151,7 @@ class FeatureExtractor(nn.Module):
         self.feature_dim = feature_dim
         self.aggregate = aggregate
         self.antialias = bool(antialias)
+        self.resize_on = resize_on
         self.exposure = check_exposure(exposure)
         strides = backbone.strides
         self.grid_stride = 8 if 8 in strides else min(strides)
@@ -168,10 +184,20 @@ class FeatureExtractor(nn.Module):
                 f"expected images (B, H, W, 3) uint8, got {tuple(images.shape)} {images.dtype}"
             )
         x = images.permute(0, 3, 1, 2).to(torch.float32)
+        if self.resize_on == "host":
+            if not torch.jit.is_tracing() and tuple(images.shape[1:3]) != self.image_size:
+                raise InvalidInputError(
+                    f"this extractor resizes on the host (resize_on='host'): expected images of "
+                    f"{self.image_size[0]}x{self.image_size[1]}, got {images.shape[1]}x{images.shape[2]} "
+                    "(npad_edge.data.geometry.host_resize)")
+            return self._normalise(x)
         # Always resized, even at image_size (then an exact identity), so a traced/exported
         # graph keeps the resize for other input sizes.
         x = F.interpolate(x, size=self.image_size, mode="bilinear", align_corners=False,
                           antialias=self.antialias)
+        return self._normalise(x)
+
+    def _normalise(self, x: torch.Tensor) -> torch.Tensor:
         if self.exposure is not None:
             e = self.exposure
             mean = x.mean(dim=(1, 2, 3), keepdim=True)
@@ -209,7 +235,7 @@ class FeatureExtractor(nn.Module):
         b = self.backbone
         return {
             "format": CONFIG_FORMAT,
-            "format_version": CONFIG_VERSION,
+            "format_version": 3 if self.resize_on == "host" else 2,
             "input": {"layout": "NHWC", "dtype": "uint8", "channels": "RGB"},
             "backbone": b.name,
             "weights": b.weights,
@@ -223,7 +249,8 @@ class FeatureExtractor(nn.Module):
             "mean": list(b.mean),
             "std": list(b.std),
             "image_size": list(self.image_size),
-            "resize": {"mode": "bilinear", "align_corners": False, "antialias": self.antialias},
+            "resize": {"mode": "bilinear", "align_corners": False, "antialias": self.antialias,
+                       **({"on": "host"} if self.resize_on == "host" else {})},
             "aggregate": self.aggregate,
             "grid_stride": self.grid_stride,
             "grid_size": list(self.grid_size),
@@ -256,8 +283,10 @@ class FeatureExtractor(nn.Module):
             aggregate=int(cfg.get("aggregate", 3)),
             antialias=bool(cfg.get("resize", {}).get("antialias", True)),
             exposure=cfg.get("exposure"),
+            resize_on=str(cfg.get("resize", {}).get("on", "graph")),
         )
 
     def extra_repr(self) -> str:
         return (f"image_size={self.image_size}, aggregate={self.aggregate}, "
-                f"grid_stride={self.grid_stride}, out_dim={self.out_dim}, exposure={self.exposure}")
+                f"grid_stride={self.grid_stride}, out_dim={self.out_dim}, exposure={self.exposure}, "
+                f"resize_on={self.resize_on!r}")

@@ -46,6 +46,7 @@ __all__ = [
     "LETTERBOX_FILLS",
     "TILE_MERGES",
     "Placement",
+    "host_resize",
     "Tiling",
     "derive_input_size",
     "image_sizes",
@@ -166,6 +167,21 @@ class Placement:
             return amap
         h, w = self.image_hw
         return np.ascontiguousarray(amap[self.top:self.top + h, self.left:self.left + w])
+
+
+def host_resize(image: np.ndarray, target_hw: Sequence[int]) -> np.ndarray:
+    """``image`` (H, W, C) uint8 resized to ``target_hw`` on the host for a model that resizes on
+    the host (``resize_on="host"``, issue 10): PIL ``BILINEAR``, i.e. the triangle filter widened
+    to the footprint when shrinking (antialiased, the filter of the in-graph resize), uint8
+    out. Returned as is (no copy) when it already has ``target_hw``."""
+    from PIL import Image
+
+    h, w = int(target_hw[0]), int(target_hw[1])
+    if image.ndim != 3 or image.dtype != np.uint8:
+        raise InvalidInputError(f"host_resize: expected (H, W, C) uint8, got {image.shape} {image.dtype}")
+    if image.shape[:2] == (h, w):
+        return image
+    return np.array(Image.fromarray(image).resize((w, h), Image.BILINEAR))   # writable, C order
 
 
 def letterbox_box(image_hw: Sequence[int], target_hw: Sequence[int]) -> Placement:

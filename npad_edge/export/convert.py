@@ -261,7 +261,9 @@ def export_model(model: PathLike, out: PathLike, *, precision: str = "fp32", cal
     d.update(kind="exported", precision=precision, calibration=calibration)
     d["versions"] = {**m.versions, **versions}
     d["extra"] = {**m.extra, "export_check": check,
-                  "ir_resize": "banded gather (npad_edge.export.resize)" if n_resize else "openvino Interpolate"}
+                  "ir_resize": ("none: resized on the host (npad_edge.data.geometry.host_resize)"
+                                if extractor.resize_on == "host" else
+                                "banded gather (npad_edge.export.resize)" if n_resize else "openvino Interpolate")}
     tmp = Path(tempfile.mkdtemp(prefix=".npad-export-", dir=str(out.parent) if out.parent.is_dir() else None))
     try:
         xml = tmp / artifact.BACKBONE_XML
@@ -276,13 +278,17 @@ def export_model(model: PathLike, out: PathLike, *, precision: str = "fp32", cal
 
 def _host_preprocess(manifest):
     """What the runtime does to an image on the host before the IR (None: nothing): the
-    letterbox of ``preprocess.aspect_rule`` "letterbox" (``npad_edge.data.geometry``)."""
-    pp = manifest.preprocess
-    if pp.aspect_rule != "letterbox":
-        return None
-    from ..data.geometry import letterbox
+    letterbox of ``preprocess.aspect_rule`` "letterbox" and the resize of a model that
+    resizes on the host (``resize.on`` "host") (``npad_edge.data.geometry``)."""
+    from ..data.geometry import host_resize, letterbox
 
+    pp = manifest.preprocess
     hw, fill, mean = tuple(pp.image_size), pp.letterbox_fill, list(pp.mean)
+    host = (manifest.backbone.config or {}).get("resize", {}).get("on", "graph") == "host"
+    if pp.aspect_rule != "letterbox":
+        return (lambda image: host_resize(image, hw)) if host else None
+    if host:
+        return lambda image: host_resize(letterbox(image, hw, fill=fill, mean=mean)[0], hw)
     return lambda image: letterbox(image, hw, fill=fill, mean=mean)[0]
 
 
@@ -298,6 +304,10 @@ def _parity_check(extractor, ov_model, precision: str, image_path: Path | None) 
     else:  # a smooth synthetic image at an odd size (exercises the in-graph resize)
         yy, xx = np.mgrid[0:301, 0:333]
         img = np.stack([(xx * 255 // 332), (yy * 255 // 300), ((xx + yy) * 255 // 632)], -1).astype(np.uint8)[None]
+    if getattr(extractor, "resize_on", "graph") == "host":   # its graph takes model-size images only
+        from ..data.geometry import host_resize
+
+        img = host_resize(img[0], extractor.image_size)[None]
     with torch.no_grad():
         ref = extractor(torch.from_numpy(img)).numpy()
     model = ov_model

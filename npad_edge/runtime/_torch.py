@@ -74,11 +74,11 @@ class TorchBackend:
     def create(cls, backbone: str = DEFAULT_BACKBONE, *, image_size: int | tuple[int, int] = 256,
                weights: str = "imagenet", taps: Sequence[str] | None = None, feature_dim: int | None = None,
                normalization: str = "imagenet", threads: int | None = DEFAULT_THREADS,
-               exposure: dict | None = None) -> "TorchBackend":
+               exposure: dict | None = None, resize_on: str = "graph") -> "TorchBackend":
         from ..backbones import FeatureExtractor, create_backbone
         bb = create_backbone(backbone, weights=weights, taps=taps, normalization=normalization)
-        return cls(FeatureExtractor(bb, image_size=image_size, feature_dim=feature_dim, exposure=exposure),
-                   threads=threads)
+        return cls(FeatureExtractor(bb, image_size=image_size, feature_dim=feature_dim, exposure=exposure,
+                                    resize_on=resize_on), threads=threads)
 
     def config(self) -> dict[str, Any]:
         return self.extractor.config()

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
-from ..data.geometry import Placement, Tiling, letterbox, merge_tiles, tile_grid
+from ..data.geometry import Placement, Tiling, host_resize, letterbox, merge_tiles, tile_grid
 from ..errors import DeviceError, InvalidInputError, ModelFormatError, NpadError
 from . import _openvino
 
@@ -183,6 +183,9 @@ class Detector:
         self.aspect_rule: str = m.preprocess.aspect_rule
         self._letterbox = (m.preprocess.letterbox_fill, list(m.preprocess.mean)) \
             if self.aspect_rule == "letterbox" else None
+        # Issue 10: a model whose backbone config says resize.on = "host" has no resize in its
+        # graph; images are resized here (data.geometry.host_resize, the preprocess stage).
+        self.resize_on: str = str((m.backbone.config or {}).get("resize", {}).get("on", "graph"))
         self.tiling: Tiling | None = _check_tiling(tiling)
         self.sigma = _map_sigma(m.extra)
         self.method = _build_method(m, loaded.arrays, loaded.root)
@@ -497,9 +500,13 @@ class Detector:
         """The array the backbone sees for ``image`` and where the image sits in it: the image
         itself (aspect rule "resize": the in-graph resize squashes), or letterboxed."""
         if self._letterbox is None:
-            return image, Placement(image.shape[:2], image.shape[:2])
+            place = Placement(image.shape[:2], image.shape[:2])
+            if self.resize_on == "host":   # the map still comes back at the image's own size
+                return host_resize(image, self.input_size), place
+            return image, place
         fill, mean = self._letterbox
-        return letterbox(image, self.input_size, fill=fill, mean=mean)
+        x, place = letterbox(image, self.input_size, fill=fill, mean=mean)
+        return (host_resize(x, self.input_size) if self.resize_on == "host" else x), place
 
     def _predict_tiled(self, image: np.ndarray, t0: float, t_decode: float) -> Prediction:
         """Score ``image`` by tiles (``self.tiling``): tiles of one size, batched through the
