@@ -290,6 +290,10 @@ class LocalGaussianBank:
     def memory_bytes(self) -> int:
         return self._core.memory_bytes
 
+    def nominal(self) -> np.ndarray:
+        """The bank as given: (N, h, w, D) float32 or float16, a new array (bit-exact)."""
+        return self._core.nominal()
+
     def mahalanobis(self, x: np.ndarray, *, radius: int, k: int, shrinkage: float,
                     exclude: Optional[np.ndarray] = None, threads: Optional[int] = None) -> np.ndarray:
         """x (B, h, w, D) float32 C-contiguous finite -> (B, h, w) float32.

@@ -138,6 +138,9 @@ def test_core_local_gaussians_equal_the_numpy_oracle(dtype, radius, k, exclude):
     ex = np.array([0, 36, -1], dtype=np.int64) if exclude else None
     bank = search.LocalGaussianBank(nominal)
     assert bank.shape == (37, 6, 5, 12) and bank.dtype == np.dtype(dtype).name
+    back = bank.nominal()                     # what a saved model stores: the input, bit for bit
+    assert back.dtype == dtype and back.flags.c_contiguous
+    np.testing.assert_array_equal(back, nominal)
     got = bank.mahalanobis(x, radius=radius, k=k, shrinkage=0.3, exclude=ex, threads=2)
     ref = _knn_mahalanobis(x, nominal, radius, k, 0.3, ex)
     # the neighbours' Gram matrix is formed in float32, the rest in float64

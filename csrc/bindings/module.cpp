@@ -414,6 +414,16 @@ public:
     }
 
     py::tuple shape() const { return py::make_tuple(bank_->n(), bank_->h(), bank_->w(), bank_->dim()); }
+
+    py::array nominal() const {
+        const std::vector<py::ssize_t> shape{static_cast<py::ssize_t>(bank_->n()), static_cast<py::ssize_t>(bank_->h()),
+                                             static_cast<py::ssize_t>(bank_->w()), static_cast<py::ssize_t>(bank_->dim())};
+        py::array out(py::dtype(bank_->half() ? "float16" : "float32"), shape);
+        void* dst = out.mutable_data();
+        py::gil_scoped_release nogil;
+        bank_->export_nominal(dst);
+        return out;
+    }
     std::string dtype() const { return bank_->half() ? "float16" : "float32"; }
     std::size_t memory_bytes() const { return bank_->memory_bytes(); }
 
@@ -471,6 +481,7 @@ PYBIND11_MODULE(_core, m) {
         .def(py::init<const py::array&>(), py::arg("nominal"))
         .def("mahalanobis", &PyLocalGaussianBank::mahalanobis, py::arg("x"), py::arg("radius"), py::arg("k"),
              py::arg("shrinkage"), py::arg("exclude") = py::none(), py::arg("threads") = 1)
+        .def("nominal", &PyLocalGaussianBank::nominal)
         .def_property_readonly("shape", &PyLocalGaussianBank::shape)
         .def_property_readonly("dtype", &PyLocalGaussianBank::dtype)
         .def_property_readonly("memory_bytes", &PyLocalGaussianBank::memory_bytes);

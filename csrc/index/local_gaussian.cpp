@@ -118,6 +118,18 @@ LocalGaussianBank::LocalGaussianBank(const float* f32, const std::uint16_t* f16,
     }
 }
 
+void LocalGaussianBank::export_nominal(void* dst) const {
+    const std::size_t cells = h_ * w_;
+    for (std::size_t c = 0; c < cells; ++c)
+        for (std::size_t img = 0; img < n_; ++img) {
+            const std::size_t src = (c * n_ + img) * d_, off = (img * cells + c) * d_;
+            if (half_)
+                std::copy(r16_.begin() + src, r16_.begin() + src + d_, static_cast<std::uint16_t*>(dst) + off);
+            else
+                std::copy(r32_.begin() + src, r32_.begin() + src + d_, static_cast<float*>(dst) + off);
+        }
+}
+
 void LocalGaussianBank::gather(const Kernels& K, std::size_t cell, std::size_t img, float* tmp, double* dst) const {
     const std::size_t base = (cell * n_ + img) * d_;
     const float* src = r32_.data() + base;

@@ -39,6 +39,9 @@ public:
     void mahalanobis(const float* x, std::size_t b, int radius, int k, double shrinkage,
                      const std::int64_t* exclude, int threads, float* out, Control& ctl) const;
 
+    // The bank as given, (n, h, w, d) row-major, into dst (float32 or float16 bits as given).
+    void export_nominal(void* dst) const;
+
     std::size_t n() const { return n_; }
     std::size_t h() const { return h_; }
     std::size_t w() const { return w_; }

@@ -227,7 +227,7 @@ class NPad(AnomalyMethod):
                                      seed=seed, progress=cb)
         self._build_index()
         # nominal statistics of each term, on the training patches
-        if self._nominal is not None:
+        if self._local is not None:
             # own image excluded, on a seeded subset of the training images (cost: a k-NN per patch)
             rng = np.random.default_rng(seed + 2)
             sub = np.sort(rng.choice(n, size=min(n, self.KNN_STAT_IMAGES), replace=False))
@@ -247,6 +247,8 @@ class NPad(AnomalyMethod):
     def _build_index(self) -> None:
         self._index = None if self._centroids is None else search.FlatIndex(self._centroids)
         self._local = None if self._nominal is None else search.LocalGaussianBank(self._nominal)
+        # the core holds the features (and gives them back for saving): no second copy here
+        self._nominal = None
 
     # -- score -------------------------------------------------------------------------------
     def _terms(self, x: np.ndarray, exclude: np.ndarray | None = None) -> tuple[np.ndarray | None, np.ndarray | None]:
@@ -312,8 +314,8 @@ class NPad(AnomalyMethod):
         if self._proj is not None:
             st["proj"] = self._proj
             st["proj_mean"] = self._proj_mean
-        if self._nominal is not None:
-            st["nominal"] = self._nominal
+        if self._local is not None:
+            st["nominal"] = self._local.nominal()
         if self._factors is not None:
             p, d, _ = self._factors.shape
             tri = np.tril_indices(d)
