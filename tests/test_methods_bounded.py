@@ -215,3 +215,23 @@ def test_models_saved_before_the_smoothed_image_score_keep_the_max(name):
     assert again.settings["image_score"] == "max"
     np.testing.assert_array_equal(again.score(test)[1], m.score(test)[1])
     assert get_method(name).settings["image_score"] == "smoothed"      # new fits
+
+
+def test_core_local_gaussians_give_the_same_bits_on_every_instruction_set():
+    """The tile kernel, the float16 widening and the float64 SPD solve (kernels/spd_solve.h,
+    vectorised per instruction set without reassociation) are bit-identical to the scalar
+    oracle, so the whole computation is."""
+    rng = np.random.default_rng(11)
+    nominal = rng.standard_normal((45, 7, 6, 24)).astype(np.float16)
+    x = rng.standard_normal((2, 7, 6, 24)).astype(np.float32)
+    outs = {}
+    try:
+        for isa in search.available_isas():
+            search.set_isa(isa)
+            bank = search.LocalGaussianBank(nominal)
+            outs[isa] = bank.mahalanobis(x, radius=1, k=20, shrinkage=0.3, exclude=np.array([3, -1]))
+    finally:
+        search.set_isa(None)
+    assert "scalar" in outs
+    for isa, out in outs.items():
+        np.testing.assert_array_equal(out, outs["scalar"], err_msg=isa)

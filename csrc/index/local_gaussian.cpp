@@ -21,38 +21,6 @@ constexpr float kInf = std::numeric_limits<float>::infinity();
 // The squared norm bound of FlatIndex: beyond it |q|^2 + |x|^2 - 2 q.x could overflow.
 constexpr float kMaxSqNorm = std::numeric_limits<float>::max() / 4;
 
-// Cholesky solve of the SPD system g x = rhs in place (g: kk x kk row-major, symmetric; its
-// lower triangle is overwritten by L). Right-looking, so every inner loop is a contiguous
-// update with independent lanes (it vectorises without reassociating a sum). col: kk scratch.
-// Returns false if a pivot is not positive (then the caller falls back to |v|^2 / lam).
-bool cholesky_solve(double* g, std::size_t kk, double* rhs, double* col) {
-    for (std::size_t j = 0; j < kk; ++j) {
-        const double pivot = g[j * kk + j];
-        if (!(pivot > 0.0)) return false;
-        const double l = std::sqrt(pivot);
-        g[j * kk + j] = l;
-        for (std::size_t i = j + 1; i < kk; ++i) col[i] = g[i * kk + j] / l;
-        for (std::size_t i = j + 1; i < kk; ++i) {
-            g[i * kk + j] = col[i];
-            const double a = col[i];
-            double* gi = g + i * kk;
-            for (std::size_t t = j + 1; t <= i; ++t) gi[t] -= a * col[t];
-        }
-    }
-    for (std::size_t i = 0; i < kk; ++i) {  // L y = rhs (column-oriented)
-        rhs[i] /= g[i * kk + i];
-        const double yi = rhs[i];
-        for (std::size_t t = i + 1; t < kk; ++t) rhs[t] -= g[t * kk + i] * yi;
-    }
-    for (std::size_t i = kk; i-- > 0;) {  // L^T x = y (row i of L is column i of L^T)
-        rhs[i] /= g[i * kk + i];
-        const double xi = rhs[i];
-        const double* li = g + i * kk;
-        for (std::size_t t = 0; t < i; ++t) rhs[t] -= li[t] * xi;
-    }
-    return true;
-}
-
 }  // namespace
 
 LocalGaussianBank::LocalGaussianBank(const float* f32, const std::uint16_t* f16, std::size_t n,
@@ -290,7 +258,7 @@ void LocalGaussianBank::mahalanobis(const float* x, std::size_t b, int radius, i
                         sol = zv;
                         col.resize(kk);
                         double m2 = vv / lam;
-                        if (cholesky_solve(g.data(), kk, sol.data(), col.data())) {
+                        if (K.spd_solve_f64(g.data(), kk, sol.data(), col.data())) {
                             double corr = 0.0;
                             for (std::size_t r = 0; r < kk; ++r) corr += zv[r] * sol[r];
                             m2 = (vv - cw * corr) / lam;

@@ -73,6 +73,7 @@ Kernels completed(const Kernels* k) {
     if (!t.gather_dots) t.gather_dots = s.gather_dots;
     if (!t.l2_i8_blocks) t.l2_i8_blocks = s.l2_i8_blocks;
     if (!t.greedy_step_i8) t.greedy_step_i8 = s.greedy_step_i8;
+    if (!t.spd_solve_f64) t.spd_solve_f64 = s.spd_solve_f64;
     return t;
 }
 

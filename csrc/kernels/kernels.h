@@ -106,6 +106,12 @@ struct Kernels {
                                    const std::uint32_t* q, std::int32_t qn, std::int32_t qsum,
                                    std::size_t d4, float* score, std::int32_t* center, const float* dcs,
                                    float margin, std::int32_t step, float* best_v, std::int64_t* best_i);
+
+    // Solves g x = rhs for a small symmetric positive definite g (k x k, row-major, both
+    // triangles) by Cholesky in float64 (spd_solve.h: right-looking, element-wise updates, so
+    // the same bits on every instruction set). Overwrites g's lower triangle with the factor and
+    // rhs with x; col: k doubles of scratch. Returns false if a pivot is not positive.
+    bool (*spd_solve_f64)(double* g, std::size_t k, double* rhs, double* col);
 };
 
 // Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.
