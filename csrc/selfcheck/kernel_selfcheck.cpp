@@ -137,6 +137,24 @@ void check(const Kernels& S, const Kernels& K) {
     S.f32_to_f16(src.data(), h1.data(), src.size());
     K.f32_to_f16(src.data(), h2.data(), src.size());
     expect(h1 == h2, K.name, "f32_to_f16", src.size());
+    // The float64 SPD solve: g = A A^T + k I (symmetric, both triangles), random right-hand side.
+    for (std::size_t k : {std::size_t(1), std::size_t(5), std::size_t(17), std::size_t(64), std::size_t(129)}) {
+        std::vector<double> a(k * k), g1(k * k), r1(k), col(k);
+        for (auto& v : a) v = nd(gen);
+        for (std::size_t i = 0; i < k; ++i)
+            for (std::size_t j = 0; j < k; ++j) {
+                double acc = i == j ? static_cast<double>(k) : 0.0;
+                for (std::size_t t = 0; t < k; ++t) acc += a[i * k + t] * a[j * k + t];
+                g1[i * k + j] = acc;
+            }
+        for (auto& v : r1) v = nd(gen);
+        std::vector<double> g2 = g1, r2 = r1;
+        const bool ok1 = S.spd_solve_f64(g1.data(), k, r1.data(), col.data());
+        const bool ok2 = K.spd_solve_f64(g2.data(), k, r2.data(), col.data());
+        expect(ok1 && ok2 && std::memcmp(r1.data(), r2.data(), k * sizeof(double)) == 0 &&
+                   std::memcmp(g1.data(), g2.data(), k * k * sizeof(double)) == 0,
+               K.name, "spd_solve_f64", k);
+    }
 }
 
 }  // namespace
