@@ -174,10 +174,6 @@ std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std:
                                best_v, best_i);
 }
 
-bool spd_solve_f64(double* g, std::size_t k, double* rhs, double* col) {
-    return spd_solve_f64_impl(g, k, rhs, col);
-}
-
 const Kernels kScalar = {
     "scalar",   Isa::Scalar,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
     dequant_i8_panel, packed_sqnorms, tile, tile_bf16, tile_i8, gather_dots, l2_i8_blocks,

@@ -16,7 +16,7 @@ namespace {
 // L L^T = g. rhs: k values, overwritten by the solution of g x = rhs. col: k doubles of
 // scratch. Right-looking: after column j of L, the trailing rows are updated with contiguous
 // element-wise loops. Returns false (rhs partly overwritten) if a pivot is not positive.
-inline bool spd_solve_f64_impl(double* g, std::size_t k, double* rhs, double* col) {
+inline bool spd_solve_f64(double* g, std::size_t k, double* rhs, double* col) {
     for (std::size_t j = 0; j < k; ++j) {
         const double pivot = g[j * k + j];
         if (!(pivot > 0.0)) return false;
