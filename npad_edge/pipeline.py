@@ -195,16 +195,17 @@ def _derive_input_geometry(be: "TorchBackend", size_arg, paths) -> tuple["TorchB
 
 def _fit_reader(be: "TorchBackend", aspect_rule: str, letterbox_fill: str):
     """The image reader of the fit: decode, then the aspect rule (letterbox pads here; resize
-    is inside the extractor, or here for an extractor with ``resize_on="host"``)."""
+    is inside the extractor, or here for an extractor with ``resize_on`` "host" or "core")."""
     from .data import geometry, read_image
 
-    hw = tuple(be.input_size)
+    hw, on = tuple(be.input_size), be.extractor.resize_on
     if aspect_rule == "resize":
-        if be.extractor.resize_on == "host":
-            return lambda p: geometry.host_resize(read_image(p), hw)
+        if on != "graph":
+            return lambda p: geometry.resize_for(on, read_image(p), hw)
         return read_image
     mean = list(be.extractor.backbone.mean)
-    return lambda p: geometry.letterbox(read_image(p), hw, fill=letterbox_fill, mean=mean)[0]
+    return lambda p: geometry.resize_for(on, geometry.letterbox(read_image(p), hw, fill=letterbox_fill,
+                                                                mean=mean)[0], hw)
 
 
 # ----------------------------------------------------------------------------- fit
@@ -257,10 +258,12 @@ def fit_model(
         exposure_target_value: the gain's target mean intensity (0..255); default: the median
             of the fit images' mean intensities (``exposure_target``, at most 256 images). Fix
             it to give several parts byte-identical IRs (a fleet's shared backbone group). Recorded in ``preprocess.exposure`` (docs/accuracy.md for the study).
-        resize_on: ``"graph"`` (default): the antialiased resize to the model input is inside
-            the backbone graph; ``"host"``: images are resized before it with
-            ``data.geometry.host_resize`` (PIL bilinear, the same filter rounded to uint8; the
-            IR then has no resize op), here and at inference. Recorded in the backbone config
+        resize_on: ``"graph"``: the antialiased resize to the model input is inside the
+            backbone graph; ``"core"``: images are resized before it by the C++ core
+            (``data.geometry.core_resize``: the same filter, handed over as float32; the IR
+            then takes model-size float32 images and has no resize op); ``"host"``: resized
+            before it with ``data.geometry.host_resize`` (PIL bilinear, the same filter rounded
+            to uint8). Here and at inference. Recorded in the backbone config
             (``resize.on``); docs/runtime.md, "The resize (issue 10)".
         seed: every random step (hold-out split, coreset, k-means); same seed, same arrays.
         holdout: good training images kept out of the fit to calibrate the threshold: a

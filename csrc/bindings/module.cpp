@@ -14,6 +14,7 @@
 #include "../common/parallel.h"
 #include "../coreset/greedy.h"
 #include "../coreset/random.h"
+#include "../image/resize.h"
 #include "../index/flat_index.h"
 #include "../index/local_gaussian.h"
 #include "../kernels/compact.h"
@@ -556,6 +557,29 @@ PYBIND11_MODULE(_core, m) {
             throw;
         }
     }, py::arg("threads"), py::arg("iterations"), py::arg("done"));
+    m.def("resize_aa", [](const py::array& src, std::size_t oh, std::size_t ow, int threads) {
+        check_array<std::uint8_t>(src, "image", 3);
+        check_threads(threads);
+        const std::size_t h = src.shape(0), w = src.shape(1), c = src.shape(2);
+        if (oh == 0 || ow == 0) throw InvalidInput("resize: the output size must be >= 1 x 1");
+        py::array_t<float> out({oh, ow, c});
+        const auto* ps = static_cast<const std::uint8_t*>(src.data());
+        float* po = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            resize_aa(ps, h, w, c, w * c, oh, ow, po, threads);
+        }
+        return out;
+    }, py::arg("image"), py::arg("out_h"), py::arg("out_w"), py::arg("threads") = 1,
+       "(h, w, c) uint8 -> (out_h, out_w, c) float32, antialiased bilinear (image/resize.h).");
+    m.def("_resize_taps", [](std::size_t n, std::size_t m) {
+        const ResizeTaps t = resize_taps(n, m);
+        py::array_t<std::int32_t> idx({m, t.k});
+        py::array_t<float> w({m, t.k});
+        std::copy(t.index.begin(), t.index.end(), idx.mutable_data());
+        std::copy(t.weight.begin(), t.weight.end(), w.mutable_data());
+        return py::make_tuple(idx, w);
+    }, py::arg("n"), py::arg("m"), "Testing hook: the taps of one resize axis.");
     m.def("_kernel", &kernel_call, py::arg("isa"), py::arg("op"),
           "Testing hook: run one kernel of the named instruction set.");
 }

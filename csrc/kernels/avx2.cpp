@@ -10,6 +10,7 @@
 #include "fma_gather_dots.h"
 #include "fp16.h"
 #include "i8_step.h"
+#include "resize_pass.h"
 #include "spd_solve.h"
 
 namespace npad {
@@ -212,6 +213,8 @@ const Kernels kAvx2 = {
     nullptr,    nullptr,          gather_dots,
     l2_i8_blocks, greedy_step_i8,
     spd_solve_f64,
+    aa_rows_u8,
+    aa_cols_f32,
 };
 
 }  // namespace

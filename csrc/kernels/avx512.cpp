@@ -12,6 +12,7 @@
 #include "avx512_i8_step.h"
 #include "fma_gather_dots.h"
 #include "fp16.h"
+#include "resize_pass.h"
 #include "spd_solve.h"
 
 namespace npad {
@@ -214,6 +215,8 @@ const Kernels kAvx512 = {
     dequant_i8_panel, packed_sqnorms, tile, tile_bf16, nullptr, gather_dots, l2_i8_blocks,
     greedy_step_i8,
     spd_solve_f64,
+    aa_rows_u8,
+    aa_cols_f32,
 };
 
 }  // namespace

@@ -74,6 +74,8 @@ Kernels completed(const Kernels* k) {
     if (!t.l2_i8_blocks) t.l2_i8_blocks = s.l2_i8_blocks;
     if (!t.greedy_step_i8) t.greedy_step_i8 = s.greedy_step_i8;
     if (!t.spd_solve_f64) t.spd_solve_f64 = s.spd_solve_f64;
+    if (!t.aa_rows_u8) t.aa_rows_u8 = s.aa_rows_u8;
+    if (!t.aa_cols_f32) t.aa_cols_f32 = s.aa_cols_f32;
     return t;
 }
 

@@ -112,6 +112,16 @@ struct Kernels {
     // the same bits on every instruction set). Overwrites g's lower triangle with the factor and
     // rhs with x; col: k doubles of scratch. Returns false if a pivot is not positive.
     bool (*spd_solve_f64)(double* g, std::size_t k, double* rhs, double* col);
+
+    // The two passes of the antialiased resize (resize_pass.h, image/resize.h), written once
+    // and compiled per instruction set; each output is its own in-order sum of rounded
+    // products (no FMA), so the same bits on every instruction set.
+    // aa_rows_u8: out[x] = sum_t w[t] * float(src[rows[t] * stride + x]), x < len.
+    void (*aa_rows_u8)(const std::uint8_t* src, std::size_t stride, const std::int32_t* rows,
+                       const float* w, std::size_t k, std::size_t len, float* out);
+    // aa_cols_f32: out[j] = sum_t w[t * len + j] * row[idx[t * len + j]], j < len.
+    void (*aa_cols_f32)(const float* row, const std::int32_t* idx, const float* w, std::size_t k,
+                        std::size_t len, float* out);
 };
 
 // Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.

@@ -7,6 +7,7 @@
 #include "fp16.h"
 #include "i8_step.h"
 #include "kernels.h"
+#include "resize_pass.h"
 #include "spd_solve.h"
 
 namespace npad {
@@ -179,6 +180,8 @@ const Kernels kScalar = {
     dequant_i8_panel, packed_sqnorms, tile, tile_bf16, tile_i8, gather_dots, l2_i8_blocks,
     greedy_step_i8,
     spd_solve_f64,
+    aa_rows_u8,
+    aa_cols_f32,
 };
 
 }  // namespace

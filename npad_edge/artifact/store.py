@@ -556,7 +556,7 @@ def describe(path: PathLike) -> str:
         f"  backbone    {b.name} taps [{', '.join(b.taps)}], weights {b.weights}",
         f"  input       {p.image_size[0]}x{p.image_size[1]} {p.color} {p.layout}, resize {p.resize}"
         f"{' (antialias)' if p.antialias else ''}"
-        f"{' on the host' if (b.config or {}).get('resize', {}).get('on') == 'host' else ''}",
+        f"{ {'host': ' on the host', 'core': ' in the core (float32 hand-over)'}.get((b.config or {}).get('resize', {}).get('on'), '')}",
         f"  method      {m.method.name}" + (f" ({settings})" if settings else ""),
         f"  threshold   {thr}",
     ]

@@ -49,15 +49,19 @@ PathLike = Union[str, "os.PathLike[str]"]
 def convert_extractor(extractor) -> Any:
     """Convert a ``backbones.FeatureExtractor`` to an ``openvino.Model``.
 
-    Input ``image``: ``(B, H, W, 3) u8`` with B, H, W dynamic (the resize is in the graph);
-    output ``features``: ``(B, D, h, w) f32``.
+    Input ``image``: ``(B, H, W, 3) u8`` with B, H, W dynamic (the resize is in the graph), or
+    for an extractor with ``resize_on="core"`` ``(B, *image_size, 3) f32`` (resized by the
+    core); output ``features``: ``(B, D, h, w) f32``.
     """
     import openvino as ov
     import torch
 
     extractor = extractor.eval()
     h, w = extractor.image_size
-    example = torch.zeros((1, h, w, 3), dtype=torch.uint8)
+    core = getattr(extractor, "resize_on", "graph") == "core"
+    # resize_on "core": model-size float32 images resized by the core (data.geometry.core_resize)
+    example = torch.zeros((1, h, w, 3), dtype=torch.float32 if core else torch.uint8)
+    shape = ov.PartialShape([-1, h, w, 3]) if core else ov.PartialShape([-1, -1, -1, 3])
     with torch.no_grad(), warnings.catch_warnings():
         # Tracing warns about shape checks turned into constants and about jit.trace's
         # deprecation; the IR is checked against torch after conversion instead.
@@ -66,7 +70,7 @@ def convert_extractor(extractor) -> Any:
         # handing the module to convert_model (which traces and checks on its own).
         traced = torch.jit.trace(extractor, example, check_trace=False)
         model = ov.convert_model(traced, example_input=example,
-                                 input=[(ov.PartialShape([-1, -1, -1, 3]), ov.Type.u8)])
+                                 input=[(shape, ov.Type.f32 if core else ov.Type.u8)])
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         raise ModelFormatError(f"converted extractor has {len(model.inputs)} inputs and {len(model.outputs)} "
                                "outputs; expected one of each")
@@ -102,8 +106,9 @@ def quantize_backbone(model, images: Sequence[PathLike], *, subset: int = 300, p
     feature grid, e.g. 16x16 for a 32x32 grid) in float. ``float_stem`` (default): keep the
     first convolution (on the normalised image) in float. ``fast_bias_correction``: NNCF's
     fast bias correction, or (default) the slower full one, which keeps PRO near FP32.
-    ``prepare``: ``(H, W, 3) uint8 -> (H', W', 3) uint8`` applied to each decoded image before
-    the graph, as the runtime does (the letterbox of a model with ``aspect_rule`` "letterbox").
+    ``prepare``: ``(H, W, 3) uint8 -> (H', W', 3)`` array applied to each decoded image before
+    the graph, as the runtime does (the letterbox of a model with ``aspect_rule`` "letterbox",
+    the resize of a model that resizes on the host or in the core).
     Returns the quantized ``openvino.Model``.
     """
     import nncf
@@ -263,6 +268,8 @@ def export_model(model: PathLike, out: PathLike, *, precision: str = "fp32", cal
     d["extra"] = {**m.extra, "export_check": check,
                   "ir_resize": ("none: resized on the host (npad_edge.data.geometry.host_resize)"
                                 if extractor.resize_on == "host" else
+                                "none: resized by the core, float32 input (npad_edge.data.geometry.core_resize)"
+                                if extractor.resize_on == "core" else
                                 "banded gather (npad_edge.export.resize)" if n_resize else "openvino Interpolate")}
     tmp = Path(tempfile.mkdtemp(prefix=".npad-export-", dir=str(out.parent) if out.parent.is_dir() else None))
     try:
@@ -280,16 +287,14 @@ def _host_preprocess(manifest):
     """What the runtime does to an image on the host before the IR (None: nothing): the
     letterbox of ``preprocess.aspect_rule`` "letterbox" and the resize of a model that
     resizes on the host (``resize.on`` "host") (``npad_edge.data.geometry``)."""
-    from ..data.geometry import host_resize, letterbox
+    from ..data.geometry import letterbox, resize_for
 
     pp = manifest.preprocess
     hw, fill, mean = tuple(pp.image_size), pp.letterbox_fill, list(pp.mean)
-    host = (manifest.backbone.config or {}).get("resize", {}).get("on", "graph") == "host"
+    on = str((manifest.backbone.config or {}).get("resize", {}).get("on", "graph"))
     if pp.aspect_rule != "letterbox":
-        return (lambda image: host_resize(image, hw)) if host else None
-    if host:
-        return lambda image: host_resize(letterbox(image, hw, fill=fill, mean=mean)[0], hw)
-    return lambda image: letterbox(image, hw, fill=fill, mean=mean)[0]
+        return (lambda image: resize_for(on, image, hw)) if on != "graph" else None
+    return lambda image: resize_for(on, letterbox(image, hw, fill=fill, mean=mean)[0], hw)
 
 
 def _parity_check(extractor, ov_model, precision: str, image_path: Path | None) -> dict[str, Any]:
@@ -304,10 +309,11 @@ def _parity_check(extractor, ov_model, precision: str, image_path: Path | None) 
     else:  # a smooth synthetic image at an odd size (exercises the in-graph resize)
         yy, xx = np.mgrid[0:301, 0:333]
         img = np.stack([(xx * 255 // 332), (yy * 255 // 300), ((xx + yy) * 255 // 632)], -1).astype(np.uint8)[None]
-    if getattr(extractor, "resize_on", "graph") == "host":   # its graph takes model-size images only
-        from ..data.geometry import host_resize
+    on = getattr(extractor, "resize_on", "graph")
+    if on != "graph":   # its graph takes model-size images only
+        from ..data.geometry import resize_for
 
-        img = host_resize(img[0], extractor.image_size)[None]
+        img = resize_for(on, img[0], extractor.image_size)[None]
     with torch.no_grad():
         ref = extractor(torch.from_numpy(img)).numpy()
     model = ov_model

@@ -85,19 +85,21 @@ class TorchBackend:
 
     def extract(self, images) -> np.ndarray:
         """images: (B, H, W, 3) uint8 array, or a list of (H_i, W_i, 3) uint8 arrays (any sizes)
-        -> (B, D, h, w) float32 C-contiguous."""
+        -> (B, D, h, w) float32 C-contiguous. An extractor with ``resize_on="core"`` takes
+        float32 images at ``input_size`` (``data.geometry.core_resize``)."""
         torch = _torch()
+        dt = np.dtype(getattr(self.extractor, "input_dtype", "uint8"))
         if isinstance(images, np.ndarray):
-            if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-                raise InvalidInputError(f"expected images (B, H, W, 3) uint8, got {images.shape} {images.dtype}")
+            if images.dtype != dt or images.ndim != 4 or images.shape[-1] != 3:
+                raise InvalidInputError(f"expected images (B, H, W, 3) {dt}, got {images.shape} {images.dtype}")
             batches = [images]
         else:
             images = list(images)
             if not images:
                 raise InvalidInputError("expected at least one image")
             for i, im in enumerate(images):
-                if not isinstance(im, np.ndarray) or im.dtype != np.uint8 or im.ndim != 3 or im.shape[-1] != 3:
-                    raise InvalidInputError(f"image {i}: expected (H, W, 3) uint8, got "
+                if not isinstance(im, np.ndarray) or im.dtype != dt or im.ndim != 3 or im.shape[-1] != 3:
+                    raise InvalidInputError(f"image {i}: expected (H, W, 3) {dt}, got "
                                             f"{getattr(im, 'shape', type(im))} {getattr(im, 'dtype', '')}")
             # same-size images go through as one batch; mixed sizes one by one (resize is inside)
             if len({im.shape for im in images}) == 1:

@@ -33,7 +33,7 @@ from typing import Any, Callable, Iterable, Sequence, Union
 
 import numpy as np
 
-from ..data.geometry import Placement, Tiling, host_resize, letterbox, merge_tiles, tile_grid
+from ..data.geometry import Placement, Tiling, letterbox, merge_tiles, resize_for, tile_grid
 from ..errors import DeviceError, InvalidInputError, ModelFormatError, NpadError
 from . import _openvino
 
@@ -183,8 +183,8 @@ class Detector:
         self.aspect_rule: str = m.preprocess.aspect_rule
         self._letterbox = (m.preprocess.letterbox_fill, list(m.preprocess.mean)) \
             if self.aspect_rule == "letterbox" else None
-        # Issue 10: a model whose backbone config says resize.on = "host" has no resize in its
-        # graph; images are resized here (data.geometry.host_resize, the preprocess stage).
+        # Issue 10: a model whose backbone config says resize.on = "host" or "core" has no resize
+        # in its graph; images are resized here (data.geometry.resize_for, the preprocess stage).
         self.resize_on: str = str((m.backbone.config or {}).get("resize", {}).get("on", "graph"))
         self.tiling: Tiling | None = _check_tiling(tiling)
         self.sigma = _map_sigma(m.extra)
@@ -501,12 +501,11 @@ class Detector:
         itself (aspect rule "resize": the in-graph resize squashes), or letterboxed."""
         if self._letterbox is None:
             place = Placement(image.shape[:2], image.shape[:2])
-            if self.resize_on == "host":   # the map still comes back at the image's own size
-                return host_resize(image, self.input_size), place
-            return image, place
+            # resized here for "host" / "core" models; the map still comes back at the image's size
+            return resize_for(self.resize_on, image, self.input_size), place
         fill, mean = self._letterbox
         x, place = letterbox(image, self.input_size, fill=fill, mean=mean)
-        return (host_resize(x, self.input_size) if self.resize_on == "host" else x), place
+        return resize_for(self.resize_on, x, self.input_size), place
 
     def _predict_tiled(self, image: np.ndarray, t0: float, t_decode: float) -> Prediction:
         """Score ``image`` by tiles (``self.tiling``): tiles of one size, batched through the
