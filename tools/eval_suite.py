@@ -60,6 +60,8 @@ def main(argv=None) -> int:
     ap.add_argument("--taps", default=None)
     ap.add_argument("--backbone", default=None)
     ap.add_argument("--exposure", default=None, choices=[None, "gain", "off"], help="default: the library default (gain)")
+    ap.add_argument("--resize-on", default=None, choices=[None, "graph", "core", "host"],
+                    help="where the input resize runs (default: the library default)")
     ap.add_argument("--set", action="append", default=[], help="METHOD:k=v,k=v settings override")
     ap.add_argument("--export", default=None, choices=[None, "fp32", "int8"], help="evaluate the exported model")
     ap.add_argument("--workdir", default=None)
@@ -93,6 +95,8 @@ def main(argv=None) -> int:
                 kw["backbone"] = args.backbone
             if args.exposure:
                 kw["exposure"] = args.exposure
+            if args.resize_on:
+                kw["resize_on"] = args.resize_on
             out = work / f"{cat.name}_{method}"
             path = fit_model(cat, out, **kw)
             if args.export:

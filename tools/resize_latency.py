@@ -16,7 +16,9 @@ included):
   ``reducing_gap=2`` (box pre-reduction by an integer factor, then ``BILINEAR``: b on the host);
 - the FP32 and INT8 backbones (INT8: NNCF as export, ``subset`` calibration images) with the
   product's banded resize on the raw frame, at identity on a pre-resized frame, with the
-  no-antialias Interpolate spliced in, and host PIL + identity IR timed as one call.
+  no-antialias Interpolate spliced in, and host PIL + identity IR timed as one call;
+- ``resize_on="core"``: the C++ core's resize alone, and core resize + the float32-input IR
+  without a resize op (FP32 and INT8, calibrated on core-resized images) timed as one call.
 
     TORCH_HOME=../shared/weights/torch_hub python tools/resize_latency.py [--rounds 8 --calls 10 --subset 32]
 
@@ -121,6 +123,7 @@ def main(argv=None) -> int:
     from npad_edge import artifact
     from npad_edge.backbones import FeatureExtractor
     from npad_edge.data import read_image
+    from npad_edge.data.geometry import core_resize
     from npad_edge.export.convert import calibration_images, convert_extractor, quantize_backbone
 
     torch.set_num_threads(2)
@@ -151,6 +154,12 @@ def main(argv=None) -> int:
 
         pre_ir = convert_extractor(Pre(fe))
         full32 = convert_extractor(fe)
+        # resize_on "core": the C++ core's antialiased resize, float32 hand-over, IR without resize
+        fe_core = FeatureExtractor.from_config({**cfg, "format_version": 3,
+                                                "resize": {**cfg["resize"], "on": "core"}})
+        core32 = convert_extractor(fe_core)
+        core8 = quantize_backbone(convert_extractor(fe_core), calibration_images(calib[cat]), subset=args.subset,
+                                  progress=False, prepare=lambda im, hw=hw: core_resize(im, hw))
         t0 = time.perf_counter()
         full8 = quantize_backbone(convert_extractor(fe), calibration_images(calib[cat]), subset=args.subset,
                                   progress=False)
@@ -179,10 +188,15 @@ def main(argv=None) -> int:
             "pre: no resize op in the graph (input at model size)": ir(comp(bypass(pre_ir)), pre),
             "pre: (d) PrePostProcessor RESIZE_BILINEAR_PILLOW + identity": ir(comp(ppp_resize(pre_ir, hw)), img),
             "host: (c) PIL BILINEAR": host({}),
+            "host: core resize (C++, float32 out)": (lambda frame=img[0], hw=hw: core_resize(frame, hw)),
             "host: (c) PIL BILINEAR reducing_gap=2 (box pre-reduction)": host({"reducing_gap": 2.0}),
         }
         if f >= 2:
             variants[f"pre: (b) {f}x{f} box in graph + banded gather"] = ir(comp(splice_box(pre_ir, f)), img)
+        for prec, m in (("fp32", core32), ("int8", core8)):
+            req_c = comp(m)
+            variants[f"{prec}: core resize + float32 IR (resize_on core)"] = \
+                (lambda req=req_c, frame=img[0], hw=hw: req.infer({0: core_resize(frame, hw)[None]}))
         for prec, m in (("fp32", full32), ("int8", full8)):
             req_b = comp(banded(m))
             variants[f"{prec}: banded gather (product) on the frame"] = ir(req_b, img)

@@ -102,12 +102,17 @@ def load_cached(cat: Path, backbone: str, short: int, taps, cache: Path, size=No
                 x = torch.from_numpy(base_r(p)).permute(2, 0, 1)[None].float()
                 y = F.interpolate(x, size=hw, mode="bilinear", align_corners=False, antialias=True)
                 return np.ascontiguousarray(y[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy())
+        if resize == "core":   # issue 10: the C++ core's antialiased resize on the host, float32 out
+            from npad_edge.data.geometry import core_resize
+            base_r = read or read_image
+            read = lambda p, base_r=base_r: core_resize(base_r(p), hw)  # noqa: E731
         expo = None
         if exposure != "off":   # "gain": the training median, as fit_model; a number: that target
             from npad_edge.pipeline import exposure_target
             t = exposure_target(ds.train, read=read) if exposure == "gain" else float(exposure)
             expo = {"mode": "gain", "target": t}
-        be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim, exposure=expo)
+        be = TorchBackend.create(backbone, image_size=hw, taps=taps, feature_dim=feature_dim, exposure=expo,
+                                 resize_on="core" if resize == "core" else "graph")
         if resize == "bilinear":   # issue 10 (a): the in-graph resize without antialias
             from npad_edge.backbones import FeatureExtractor
             be = TorchBackend(FeatureExtractor(be.extractor.backbone, image_size=hw, feature_dim=feature_dim,
@@ -211,7 +216,7 @@ def main(argv=None) -> int:
     ap.add_argument("--rule", default="resize", help="resize | letterbox-mean | letterbox-edge (npad_edge.data.geometry)")
     ap.add_argument("--orient", default="keep", help="keep | auto: turn images a quarter to the model's orientation")
     ap.add_argument("--exposure", default="gain", help="gain (default: to the training images' median mean intensity) | off | a fixed target, e.g. 114.5")
-    ap.add_argument("--resize", default="aa", choices=("aa", "bilinear", "pil", "aa-u8"),
+    ap.add_argument("--resize", default="aa", choices=("aa", "bilinear", "pil", "aa-u8", "core"),
                     help="input resize: aa (in-graph antialiased bilinear, the product) | bilinear (no antialias) | "
                          "pil (PIL BILINEAR on the host, uint8, then the graph at identity) | aa-u8 (torch's antialiased "
                          "resize on the host rounded to uint8: the rounding alone); issue 10")
