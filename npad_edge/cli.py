@@ -84,10 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images of another aspect ratio than the model input: squash them (resize, default) "
                         "or pad them to the model's aspect ratio first (letterbox); maps come back at "
                         "each image's own size either way")
-    f.add_argument("--resize-on", choices=("graph", "core", "host"), default="graph",
-                   help="the resize to the model input: inside the backbone graph (graph, default), by the "
-                        "C++ core before it (core: the same filter, float32 hand-over; faster) or by PIL "
-                        "before it (host: the same filter rounded to uint8); docs/runtime.md")
+    f.add_argument("--resize-on", choices=("graph", "core", "host"), default="core",
+                   help="the resize to the model input: by the C++ core before the backbone (core, default: "
+                        "the in-graph filter with a float32 hand-over, faster), inside the backbone graph "
+                        "(graph: the IR takes frames of any size) or by PIL before it (host: the same filter "
+                        "rounded to uint8); docs/runtime.md")
     f.add_argument("--letterbox-fill", choices=("mean", "edge"), default="mean",
                    help="letterbox padding: the normalisation mean (default) or the replicated border")
     f.add_argument("--exposure", choices=("gain", "off"), default="gain",

@@ -81,13 +81,14 @@ class FittedScorer:
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
             raise InvalidInputError(f"expected an image (H, W, 3) uint8, got "
                                     f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}")
-        from .data.geometry import Placement, letterbox
+        from .data.geometry import Placement, letterbox, resize_for
 
         if self.aspect_rule == "letterbox":
             x, place = letterbox(image, self.input_size, fill=self._letterbox[0], mean=self._letterbox[1])
         else:
             x, place = image, Placement(image.shape[:2], image.shape[:2])
-        feats = self.backend.extract(x[None])
+        # a model that resizes on the host or in the core: resized here, as by the Detector
+        feats = self.backend.extract(resize_for(self.backend.extractor.resize_on, x, self.input_size)[None])
         patch, img = self.method.score(feats)
         amap = place.crop(anomaly_maps(patch, self.input_size, place.padded_hw, sigma=self.sigma)[0])
         if out_size is not None and tuple(out_size) != amap.shape:

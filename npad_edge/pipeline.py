@@ -41,7 +41,7 @@ __all__ = ["TorchBackend", "extract_features", "fit_model", "calibrate_threshold
 # module and the Detector; re-exported here, where fit code has always imported it from.
 from .runtime._torch import DEFAULT_BACKBONE, DEFAULT_THREADS, TorchBackend  # noqa: E402,F401
 from ._progress import progress_bar as _progress_bar  # noqa: E402
-from .data.geometry import DEFAULT_SHORT_SIDE  # noqa: E402  (numpy only)
+from .data.geometry import DEFAULT_RESIZE_ON, DEFAULT_SHORT_SIDE  # noqa: E402  (numpy only)
 
 
 def extract_features(backend: TorchBackend, paths: Sequence[str | os.PathLike], batch_size: int = 8,
@@ -224,7 +224,7 @@ def fit_model(
     taps: Sequence[str] | None = None,
     weights: str = "imagenet",
     seed: int = 0,
-    resize_on: str = "graph",
+    resize_on: str = DEFAULT_RESIZE_ON,
     holdout: float | int = 0.1,
     threshold_quantile: float = 1.0,
     threshold_margin: float = 0.1,
@@ -258,10 +258,11 @@ def fit_model(
         exposure_target_value: the gain's target mean intensity (0..255); default: the median
             of the fit images' mean intensities (``exposure_target``, at most 256 images). Fix
             it to give several parts byte-identical IRs (a fleet's shared backbone group). Recorded in ``preprocess.exposure`` (docs/accuracy.md for the study).
-        resize_on: ``"graph"``: the antialiased resize to the model input is inside the
-            backbone graph; ``"core"``: images are resized before it by the C++ core
+        resize_on: ``"core"`` (default): images are resized before the backbone by the C++ core
             (``data.geometry.core_resize``: the same filter, handed over as float32; the IR
-            then takes model-size float32 images and has no resize op); ``"host"``: resized
+            then takes model-size float32 images and has no resize op); ``"graph"``: the
+            antialiased resize to the model input is inside the backbone graph (the IR takes
+            uint8 frames of any size; models before issue 10); ``"host"``: resized
             before it with ``data.geometry.host_resize`` (PIL bilinear, the same filter rounded
             to uint8). Here and at inference. Recorded in the backbone config
             (``resize.on``); docs/runtime.md, "The resize (issue 10)".

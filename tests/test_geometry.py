@@ -419,8 +419,9 @@ def test_square_resize_model_unchanged_without_the_new_fields(bottle_ds, tmp_pat
     from npad_edge.pipeline import TorchBackend, fit_model
     from npad_edge.postprocess import anomaly_maps
 
+    # the old default also resized in the graph (resize_on="core" became the default with issue 10)
     path = fit_model(bottle_ds, tmp_path / "sq", image_size=64, holdout=2, method_settings={"coreset": 0.1},
-                     progress=False)
+                     progress=False, resize_on="graph")
     assert artifact.read_manifest(path).preprocess.image_size == [64, 64]
     old = tmp_path / "old"
     shutil.copytree(path, old)
@@ -492,3 +493,17 @@ def test_default_short_side_is_one_value_everywhere():
     parser = cli.build_parser()
     for cmd in (["fit", "--data", "d", "--out", "o"], ["fit-many", "--data", "d", "--out", "o"]):
         assert parser.parse_args(cmd).image_size == str(DEFAULT_SHORT_SIDE)
+
+
+def test_default_resize_is_one_value_everywhere():
+    """fit_model and the CLI's fit share DEFAULT_RESIZE_ON (the CLI keeps a literal so that it
+    does not import numpy at start-up)."""
+    import inspect
+
+    from npad_edge import cli
+    from npad_edge.data.geometry import DEFAULT_RESIZE_ON
+    from npad_edge.pipeline import fit_model
+
+    assert DEFAULT_RESIZE_ON == "core"
+    assert inspect.signature(fit_model).parameters["resize_on"].default == DEFAULT_RESIZE_ON
+    assert cli.build_parser().parse_args(["fit", "--data", "d", "--out", "o"]).resize_on == DEFAULT_RESIZE_ON

@@ -105,6 +105,10 @@ def test_core_resize_identity_is_exact_and_bad_input_is_refused():
         core_resize(im, (0, 20))
     with pytest.raises(InvalidInputError):
         resize_for("gpu", im, (20, 20))
+    # an unpickled array carries a copy of numpy's uint8 dtype object: still accepted
+    import pickle
+    again = pickle.loads(pickle.dumps(im))
+    assert np.array_equal(core_resize(again, (20, 24)), core_resize(im, (20, 24)))
     # a non-contiguous view is resized as its values (copied once), not misread
     view = im[:, ::2]
     assert np.array_equal(core_resize(view, (40, 24)), view.astype(np.float32))

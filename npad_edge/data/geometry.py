@@ -47,6 +47,7 @@ __all__ = [
     "TILE_MERGES",
     "Placement",
     "host_resize",
+    "DEFAULT_RESIZE_ON",
     "core_resize",
     "resize_for",
     "Tiling",
@@ -63,6 +64,12 @@ __all__ = [
 #: with the exposure gain (docs/accuracy.md, section 0): PRO +1.3 (N-pad) / +1.6 (PatchCore) on
 #: the mean of both categories against 256, for 1.5x the backbone time.
 DEFAULT_SHORT_SIDE = 320
+
+#: where new fits resize to the model input (fit, fit-many): "core", the C++ core's antialiased
+#: resize with a float32 hand-over (``core_resize``): the in-graph filter's values within 1e-4 of
+#: 255, so the same metrics, at a fraction of the in-IR resize's cost (docs/runtime.md, "The
+#: resize (issue 10)"). "graph" and "host" stay selectable; saved models keep their own.
+DEFAULT_RESIZE_ON = "core"
 
 ASPECT_RULES = ("resize", "letterbox")
 LETTERBOX_FILLS = ("mean", "edge")
@@ -202,7 +209,9 @@ def core_resize(image: np.ndarray, target_hw: Sequence[int], threads: int = 1) -
                                 f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}")
     if h < 1 or w < 1:
         raise InvalidInputError(f"core_resize: target size must be >= 1 x 1, got {h}x{w}")
-    return _core.resize_aa(np.ascontiguousarray(image), h, w, int(threads))
+    # .view: numpy's own uint8 dtype object (an unpickled array, e.g. from a Ray worker, carries
+    # an equal copy, which the core's strict dtype check refuses)
+    return _core.resize_aa(np.ascontiguousarray(image).view(np.uint8), h, w, int(threads))
 
 
 def resize_for(resize_on: str, image: np.ndarray, target_hw: Sequence[int], threads: int = 1) -> np.ndarray:

@@ -165,7 +165,7 @@ def _preprocess_ms(det, image: np.ndarray, n: int) -> float | None:
         cfg["INFERENCE_NUM_THREADS"] = det.threads
     compiled = c.compile_model(sub, det.device, cfg)
     req = compiled.create_infer_request()
-    batch = image[None]
+    batch = det._place(image)[0][None]   # what the IR takes (resized first for host / core models)
     req.infer({0: batch})
     times = []
     for _ in range(n):

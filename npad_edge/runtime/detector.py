@@ -272,7 +272,7 @@ class Detector:
             return [self.predict(im) for im in decoded]
         t1 = _now()
         placed = [self._place(im) for im in decoded]
-        if placed[0][1].padded:
+        if placed[0][1].padded or self.resize_on != "graph":   # letterboxed or resized here
             batch = np.stack([x for x, _ in placed])
         else:
             batch = images if isinstance(images, np.ndarray) else np.stack(decoded)
