@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Turn pytest-benchmark JSON from tests/benchmarks/test_bench_search.py into markdown tables.
+"""Turn pytest-benchmark JSON from tests/benchmarks (search, compact, coreset, coreset on real
+features) into markdown tables.
 
     python tools/bench_table.py bench.json [--ghz 2.6] [--flop-per-cycle 32]
 
@@ -155,6 +156,55 @@ def main(argv=None) -> int:
             sp = f"{t / med(ref):.2f}x" if ref else "-"
             vs = f" {med(gemv) / t:.2f}x |" if gemv_col else ""
             out.append(f"| {b['extra_info']['impl']} | {t:.3f} | {per} | {gf:.1f} | {pct} | {sp} |{vs}")
+        out.append("")
+
+    # Coreset on real features (tests/benchmarks/test_bench_coreset_real.py): one table per
+    # category, every row against numpy-gemv and against the exact numpy reference on its rows.
+    cats = defaultdict(list)
+    for b in benches:
+        if b["extra_info"].get("kind") == "coreset_real":
+            cats[b["extra_info"]["category"]].append(b)
+    for cat, group in cats.items():
+        by_impl = {b["extra_info"]["impl"]: b for b in group}
+        e0 = group[0]["extra_info"]
+        pool = (f"pool {e0['pool_rows']} rows ({e0['take_per_image']} per image), " if e0.get("pool_rows") else "")
+        out.append(f"Coreset on real features, {cat}: {e0['images']} images, {e0['N']} x {e0['D']} "
+                   f"(input {e0['input_size'][0]}x{e0['input_size'][1]}, resize {e0.get('resize_on', 'graph')}), {pool}{e0['n_select']} selected, "
+                   f"proj {e0['proj_dim']}, {e0['threads']} threads, median of the rounds:")
+        out.append("")
+        out.append("| impl | storage | rounds | total s | min-max s | pool stage s | final stage s | speed-up vs numpy-gemv "
+                   "| final stage vs numpy-gemv | vs numpy-exact (same rows) "
+                   "| rows computed, final stage: all / first 1/8 / last 1/8 | same indices | load avg |")
+        out.append("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+        gemv = by_impl.get("numpy-gemv")
+        for b in group:
+            e = b["extra_info"]
+            t = med(b)
+            exact = by_impl.get("numpy-exact-f16" if e["storage"] == "float16" else "numpy-exact")
+            vs_gemv = f"{med(gemv) / t:.2f}x" if gemv else "-"
+            vs_exact = f"{med(exact) / t:.2f}x" if exact else "-"
+            fin_gemv = f"{gemv['extra_info']['final_s'] / e['final_s']:.2f}x" if gemv else "-"
+            if "rows_computed_all" in e:
+                rc = " / ".join(f"{100 * e[k]:.2f}%" for k in ("rows_computed_all", "rows_computed_first8",
+                                                                "rows_computed_last8"))
+            else:
+                rc = "- (no pruning)"
+            if e["impl"].startswith("npad"):
+                ex = (exact or {}).get("extra_info", {}).get("same_indices_as_npad")
+                same = "-" if ex is None else ("= numpy-exact" if ex else "differs from numpy-exact")
+            elif e.get("same_indices_as_npad") is None:
+                same = "-"
+            elif e["same_indices_as_npad"]:
+                same = "= npad"
+            else:
+                same = f"differs from npad from step {e['first_difference_step']}"
+                if e.get("same_pool_as_npad") is not None:
+                    same += " (same pool)" if e["same_pool_as_npad"] else " (pool differs)"
+            data = b["stats"]["data"]
+            out.append(f"| {e['impl']} | {e['storage']} | {len(data)} | {t:.2f} | {min(data):.2f}-{max(data):.2f} "
+                       f"| {e['pool_s']:.2f} "
+                       f"| {e['final_s']:.2f} | {vs_gemv} | {fin_gemv} | {vs_exact} | {rc} | {same} "
+                       f"| {e['loadavg_1min']:.1f} |" if "loadavg_1min" in e else " | - |")
         out.append("")
     print("\n".join(out))
     return 0
