@@ -191,6 +191,8 @@ class Detector:
         self.method = _build_method(m, loaded.arrays, loaded.root)
         _bind_search_threads(self.method, threads)
         self.threads = threads
+        # the core resize (resize_on "core") splits its output rows over the search's threads
+        self._resize_threads = int(threads) if threads else max(1, min(os.cpu_count() or 1, 4))
         self._num_requests = num_requests
         self._device_pipeline = None  # runtime/_torch.DevicePipeline for device="CUDA"
         if not on_torch:
@@ -502,10 +504,10 @@ class Detector:
         if self._letterbox is None:
             place = Placement(image.shape[:2], image.shape[:2])
             # resized here for "host" / "core" models; the map still comes back at the image's size
-            return resize_for(self.resize_on, image, self.input_size), place
+            return resize_for(self.resize_on, image, self.input_size, self._resize_threads), place
         fill, mean = self._letterbox
         x, place = letterbox(image, self.input_size, fill=fill, mean=mean)
-        return resize_for(self.resize_on, x, self.input_size), place
+        return resize_for(self.resize_on, x, self.input_size, self._resize_threads), place
 
     def _predict_tiled(self, image: np.ndarray, t0: float, t_decode: float) -> Prediction:
         """Score ``image`` by tiles (``self.tiling``): tiles of one size, batched through the
