@@ -30,6 +30,8 @@ __all__ = [
     "FlatIndex",
     "HnswIndex",
     "LocalGaussianBank",
+    "window_mahalanobis",
+    "pack_lower_columns",
     "greedy_coreset",
     "projection_matrix",
     "coreset_start_indices",
@@ -311,6 +313,30 @@ class LocalGaussianBank:
 
     def __repr__(self) -> str:
         return f"LocalGaussianBank(shape={self.shape}, dtype={self.dtype!r})"
+
+def pack_lower_columns(factors: np.ndarray) -> np.ndarray:
+    """(P, D, D) lower-triangular factors -> (P, D(D+1)/2) float32: each position's factor by
+    columns (column j = rows j .. D-1), the layout :func:`window_mahalanobis` reads."""
+    if not isinstance(factors, np.ndarray) or factors.ndim != 3 or factors.shape[1] != factors.shape[2]:
+        raise InvalidInputError(f"factors must be (P, D, D); got {getattr(factors, 'shape', type(factors).__name__)}")
+    r, c = np.triu_indices(factors.shape[1])       # (j, i) with j <= i, by column j then row i
+    return np.ascontiguousarray(factors[:, c, r], dtype=np.float32)
+
+
+def window_mahalanobis(x: np.ndarray, means: np.ndarray, cols: np.ndarray, *,
+                       threads: Optional[int] = None) -> np.ndarray:
+    """N-pad's per-position Mahalanobis distance: x (B, P, D) float32 -> (B, P) float32 with
+    ``out[b, q] = |L_q (x[b, q] - means[q])|``, ``L_q`` lower triangular given by
+    :func:`pack_lower_columns` (``cols`` (P, D(D+1)/2)). C++ (``csrc/index/window_gaussian.h``):
+    reads the packed factor (half the bytes of the full matrix) once per position, the same bits
+    on every instruction set and thread count; equals ``sqrt(sum((diff @ L^T)^2))`` to float32
+    rounding."""
+    for name, a, nd in (("x", x, 3), ("means", means, 2), ("cols", cols, 2)):
+        if not isinstance(a, np.ndarray) or a.dtype != np.float32 or a.ndim != nd or not a.flags.c_contiguous:
+            raise InvalidInputError(f"{name} must be a C-contiguous {nd}-D float32 numpy.ndarray; got "
+                                    f"{getattr(a, 'dtype', type(a).__name__)} {getattr(a, 'shape', '')}")
+    return _core.window_mahalanobis(x, means, cols, _threads(threads))
+
 
 class HnswIndex:
     """Approximate k-NN (HNSW graph, squared L2) built with the ``hnswlib`` package.

@@ -229,3 +229,50 @@ def test_kmeans_seeded_and_recovers_clusters():
     c1 = kmeans(x, 3, seed=1)
     np.testing.assert_array_equal(c1, kmeans(x, 3, seed=1))
     assert {tuple(r) for r in np.round(c1).astype(int)} == {tuple(r) for r in centres.astype(int)}
+
+
+# ----------------------------------------------------------------------------- N-pad window reading in the core
+def test_window_mahalanobis_core_equals_numpy_oracle_on_every_isa():
+    from npad_edge import _core, search
+    from npad_edge.methods.npad import _window_mahalanobis
+
+    rng = np.random.default_rng(7)
+    b, h, w, d = 3, 5, 7, 19
+    x = rng.standard_normal((b, h, w, d)).astype(np.float32)
+    means = rng.standard_normal((h * w, d)).astype(np.float32)
+    factors = np.tril(rng.standard_normal((h * w, d, d))).astype(np.float32)
+    ref = _window_mahalanobis(x, means, factors)
+    cols = search.pack_lower_columns(factors)
+    assert cols.shape == (h * w, d * (d + 1) // 2)
+    # the packing: column j holds rows j .. d-1
+    assert np.array_equal(cols[4, :d], factors[4, :, 0]) and np.array_equal(cols[4, d:2 * d - 1], factors[4, 1:, 1])
+    xr = np.ascontiguousarray(x.reshape(b, h * w, d))
+    got = search.window_mahalanobis(xr, means, cols, threads=1).reshape(b, h, w)
+    np.testing.assert_allclose(got, ref, rtol=2e-6, atol=1e-6)
+    try:
+        for isa in _core.available_isas():
+            _core.set_isa(isa)
+            for t in (1, 2, 5):
+                again = search.window_mahalanobis(xr, means, cols, threads=t).reshape(b, h, w)
+                assert np.array_equal(again.view(np.uint32), got.view(np.uint32)), (isa, t)
+    finally:
+        _core.set_isa("auto")
+    with pytest.raises(InvalidInputError):
+        search.window_mahalanobis(xr, means[:-1], cols)
+    with pytest.raises(InvalidInputError):
+        search.window_mahalanobis(xr.astype(np.float64), means, cols)
+    with pytest.raises(InvalidInputError):
+        search.window_mahalanobis(xr, means, cols[:, :-1].copy())
+
+
+def test_npad_window_scores_equal_the_numpy_oracle():
+    from npad_edge.methods.npad import _window_mahalanobis
+
+    rng = np.random.default_rng(8)
+    feats = rng.standard_normal((12, 24, 6, 5)).astype(np.float32)
+    m = get_method("npad", feature_dim=8, n_centroids=16, gaussian="window", combine="mahalanobis")
+    m.fit(feats, seed=0)
+    test = rng.standard_normal((2, 24, 6, 5)).astype(np.float32)
+    maha, _ = m.score_terms(test)
+    ref = _window_mahalanobis(m._reduce(test), m._means, m._factors)
+    np.testing.assert_allclose(maha, ref, rtol=2e-6, atol=1e-6)

@@ -17,6 +17,7 @@
 #include "../image/resize.h"
 #include "../index/flat_index.h"
 #include "../index/local_gaussian.h"
+#include "../index/window_gaussian.h"
 #include "../kernels/compact.h"
 #include "../kernels/kernels.h"
 
@@ -557,6 +558,29 @@ PYBIND11_MODULE(_core, m) {
             throw;
         }
     }, py::arg("threads"), py::arg("iterations"), py::arg("done"));
+    m.def("window_mahalanobis", [](const py::array& x, const py::array& means, const py::array& cols, int threads) {
+        check_array<float>(x, "x", 3);
+        check_array<float>(means, "means", 2);
+        check_array<float>(cols, "cols", 2);
+        check_threads(threads);
+        const auto b = static_cast<std::size_t>(x.shape(0)), p = static_cast<std::size_t>(x.shape(1)),
+                   d = static_cast<std::size_t>(x.shape(2));
+        if (static_cast<std::size_t>(means.shape(0)) != p || static_cast<std::size_t>(means.shape(1)) != d)
+            throw InvalidInput("means must be (p, d), the positions and dims of x");
+        if (static_cast<std::size_t>(cols.shape(0)) != p || static_cast<std::size_t>(cols.shape(1)) != d * (d + 1) / 2)
+            throw InvalidInput("cols must be (p, d(d+1)/2): each position's factor by columns");
+        py::array_t<float> out({b, p});
+        const float* px = static_cast<const float*>(x.data());
+        const float* pm = static_cast<const float*>(means.data());
+        const float* pc = static_cast<const float*>(cols.data());
+        float* po = out.mutable_data();
+        {
+            py::gil_scoped_release nogil;
+            window_mahalanobis(px, b, p, d, pm, pc, threads, po);
+        }
+        return out;
+    }, py::arg("x"), py::arg("means"), py::arg("cols"), py::arg("threads") = 1,
+       "(b, p, d) -> (b, p): |L_q (x - mean_q)| per position (index/window_gaussian.h).");
     m.def("resize_aa", [](const py::array& src, std::size_t oh, std::size_t ow, int threads) {
         check_array<std::uint8_t>(src, "image", 3);
         check_threads(threads);

@@ -12,6 +12,7 @@
 #include "i8_step.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
+#include "tri_pass.h"
 
 namespace npad {
 namespace {
@@ -215,6 +216,7 @@ const Kernels kAvx2 = {
     spd_solve_f64,
     aa_rows_u8,
     aa_cols_f32,
+    tri_cols_matvec,
 };
 
 }  // namespace

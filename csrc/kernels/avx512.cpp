@@ -14,6 +14,7 @@
 #include "fp16.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
+#include "tri_pass.h"
 
 namespace npad {
 namespace {
@@ -217,6 +218,7 @@ const Kernels kAvx512 = {
     spd_solve_f64,
     aa_rows_u8,
     aa_cols_f32,
+    tri_cols_matvec,
 };
 
 }  // namespace

@@ -76,6 +76,7 @@ Kernels completed(const Kernels* k) {
     if (!t.spd_solve_f64) t.spd_solve_f64 = s.spd_solve_f64;
     if (!t.aa_rows_u8) t.aa_rows_u8 = s.aa_rows_u8;
     if (!t.aa_cols_f32) t.aa_cols_f32 = s.aa_cols_f32;
+    if (!t.tri_cols_matvec) t.tri_cols_matvec = s.tri_cols_matvec;
     return t;
 }
 

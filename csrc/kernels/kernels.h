@@ -122,6 +122,11 @@ struct Kernels {
     // aa_cols_f32: out[j] = sum_t w[t * len + j] * row[idx[t * len + j]], j < len.
     void (*aa_cols_f32)(const float* row, const std::int32_t* idx, const float* w, std::size_t k,
                         std::size_t len, float* out);
+
+    // z = L v for a d x d lower-triangular L stored by columns (column j = rows j .. d-1, then
+    // column j + 1; d(d+1)/2 floats): tri_pass.h, compiled per instruction set; each z_i is its
+    // own in-order sum over j of rounded products (no FMA), so the same bits everywhere.
+    void (*tri_cols_matvec)(const float* cols, const float* v, std::size_t d, float* z);
 };
 
 // Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.

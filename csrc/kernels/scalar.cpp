@@ -9,6 +9,7 @@
 #include "kernels.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
+#include "tri_pass.h"
 
 namespace npad {
 namespace {
@@ -182,6 +183,7 @@ const Kernels kScalar = {
     spd_solve_f64,
     aa_rows_u8,
     aa_cols_f32,
+    tri_cols_matvec,
 };
 
 }  // namespace

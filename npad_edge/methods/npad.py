@@ -120,6 +120,8 @@ class NPad(AnomalyMethod):
     #: of the nominal feature variance (a majority: one Gaussian per position is then a model
     #: of the part; below it, the features at a position are a mixture of what the part shows
     #: anywhere, and the local Gaussian of the nearest nominal features is the model).
+    #: threads of the core's per-position Mahalanobis (None: the search default); the Detector sets it
+    _search_threads: int | None = None
     ALIGNED_R2 = 0.5
     #: query images per call of the local-Gaussian search (bounds its candidate buffers)
     KNN_CHUNK = 8
@@ -246,6 +248,8 @@ class NPad(AnomalyMethod):
 
     def _build_index(self) -> None:
         self._index = None if self._centroids is None else search.FlatIndex(self._centroids)
+        # the window factors by columns for the core's per-position Mahalanobis (half the bytes)
+        self._cols = None if self._factors is None else search.pack_lower_columns(self._factors)
         self._local = None if self._nominal is None else search.LocalGaussianBank(self._nominal)
         # the core holds the features (and gives them back for saving): no second copy here
         self._nominal = None
@@ -266,14 +270,8 @@ class NPad(AnomalyMethod):
                     np.ascontiguousarray(x[c0:c0 + self.KNN_CHUNK]), radius=s["radius"], k=s["knn_k"],
                     shrinkage=s["shrinkage"], exclude=ex)
         elif self._factors is not None:
-            maha = np.empty((b, h * w), dtype=np.float32)
-            xp = x.reshape(b, h * w, d).transpose(1, 0, 2)            # (P, B, D)
-            step = max(1, 4096 // max(b, 1))                          # positions per block, bounds memory
-            for p0 in range(0, h * w, step):
-                diff = xp[p0:p0 + step] - self._means[p0:p0 + step, None, :]
-                z = np.matmul(diff, self._factors[p0:p0 + step].transpose(0, 2, 1))
-                maha[:, p0:p0 + step] = np.sqrt(np.einsum("pbd,pbd->bp", z, z))
-            maha = maha.reshape(b, h, w)
+            maha = search.window_mahalanobis(np.ascontiguousarray(x.reshape(b, h * w, d)), self._means,
+                                             self._cols, threads=self._search_threads).reshape(b, h, w)
         if self._index is not None:
             dist2, _ = self._index.search(np.ascontiguousarray(x.reshape(-1, d)), 1)
             eucl = np.sqrt(np.maximum(dist2[:, 0], 0.0)).reshape(b, h, w)
@@ -482,3 +480,17 @@ def _knn_mahalanobis(x: np.ndarray, nominal: np.ndarray, radius: int, k: int, sh
             m2 = ((v * v).sum(1) - c * (zv * sol).sum(1)) / lam
             out[:, i, j] = np.sqrt(np.maximum(m2, 0.0))
     return out
+
+
+def _window_mahalanobis(x: np.ndarray, means: np.ndarray, factors: np.ndarray) -> np.ndarray:
+    """numpy oracle of the window reading's distance (``search.window_mahalanobis``): x (B, h,
+    w, D), means (P, D), factors (P, D, D) lower triangular -> (B, h, w) float32."""
+    b, h, w, d = x.shape
+    maha = np.empty((b, h * w), dtype=np.float32)
+    xp = x.reshape(b, h * w, d).transpose(1, 0, 2)            # (P, B, D)
+    step = max(1, 4096 // max(b, 1))                          # positions per block, bounds memory
+    for p0 in range(0, h * w, step):
+        diff = xp[p0:p0 + step] - means[p0:p0 + step, None, :]
+        z = np.matmul(diff, factors[p0:p0 + step].transpose(0, 2, 1))
+        maha[:, p0:p0 + step] = np.sqrt(np.einsum("pbd,pbd->bp", z, z))
+    return maha.reshape(b, h, w)

@@ -592,6 +592,8 @@ def _bind_search_threads(method, threads: int | None) -> None:
     from .. import search
 
     n = search._threads(threads)
+    if hasattr(method, "_search_threads"):     # N-pad's window reading (search.window_mahalanobis)
+        method._search_threads = n
     for value in vars(method).values():
         if isinstance(value, (search.FlatIndex, search.HnswIndex, search.LocalGaussianBank)):
             # FlatIndex/HnswIndex have no setter; their default is this attribute.
