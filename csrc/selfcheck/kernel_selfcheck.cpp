@@ -155,6 +155,37 @@ void check(const Kernels& S, const Kernels& K) {
                    std::memcmp(g1.data(), g2.data(), k * k * sizeof(double)) == 0,
                K.name, "spd_solve_f64", k);
     }
+    // The resize passes: random uint8 rows with random normalised taps, and a gathered row.
+    {
+        std::uniform_int_distribution<int> byte(0, 255);
+        const std::size_t len = 2701, k = 7, rows_n = 9;
+        std::vector<std::uint8_t> src(rows_n * len);
+        for (auto& v : src) v = static_cast<std::uint8_t>(byte(gen));
+        std::vector<std::int32_t> rows = {0, 3, 8, 1, 1, 5, 2};
+        std::vector<float> w(k), o1(len), o2(len);
+        for (auto& v : w) v = std::fabs(nd(gen));
+        S.aa_rows_u8(src.data(), len, rows.data(), w.data(), k, len, o1.data());
+        K.aa_rows_u8(src.data(), len, rows.data(), w.data(), k, len, o2.data());
+        expect(same_bits(o1.data(), o2.data(), len), K.name, "aa_rows_u8", len);
+        const std::size_t olen = 963;
+        std::uniform_int_distribution<int> pick(0, static_cast<int>(len) - 1);
+        std::vector<std::int32_t> idx(k * olen);
+        std::vector<float> cw(k * olen), c1(olen), c2(olen);
+        for (auto& v : idx) v = pick(gen);
+        for (auto& v : cw) v = nd(gen);
+        S.aa_cols_f32(o1.data(), idx.data(), cw.data(), k, olen, c1.data());
+        K.aa_cols_f32(o1.data(), idx.data(), cw.data(), k, olen, c2.data());
+        expect(same_bits(c1.data(), c2.data(), olen), K.name, "aa_cols_f32", olen);
+    }
+    // The column-packed triangular product of N-pad's window reading.
+    for (std::size_t d : {std::size_t(1), std::size_t(7), std::size_t(16), std::size_t(64), std::size_t(129)}) {
+        std::vector<float> cols(d * (d + 1) / 2), v(d), z1(d), z2(d);
+        for (auto& x : cols) x = nd(gen);
+        for (auto& x : v) x = nd(gen);
+        S.tri_cols_matvec(cols.data(), v.data(), d, z1.data());
+        K.tri_cols_matvec(cols.data(), v.data(), d, z2.data());
+        expect(same_bits(z1.data(), z2.data(), d), K.name, "tri_cols_matvec", d);
+    }
 }
 
 }  // namespace
