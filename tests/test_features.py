@@ -106,6 +106,24 @@ def test_three_taps_pool_stride4_to_stride8_grid():
     torch.testing.assert_close(y[:, :24], F.avg_pool2d(s4, 2), rtol=1e-5, atol=1e-5)
 
 
+def test_stride4_tap_pools_without_adaptive_pooling_in_the_ir():
+    """The stride-4 tap reaches the stride-8 grid by a plain 2 x 2 average pool where the grids
+    divide (the default sizes): the same means, and no AdaptiveAvgPool in the IR (OpenVINO's CPU
+    plugin runs that op with a slow generic kernel, ~10 % of the INT8 backbone)."""
+    pytest.importorskip("openvino")
+    from npad_edge.export.convert import convert_extractor
+
+    b = create_backbone("efficientnet_lite0", weights="random", taps=["stage2", "stage3", "stage5"])
+    fe = FeatureExtractor(b, image_size=(64, 96), resize_on="core")
+    with torch.no_grad():
+        x = _images(1, 64, 96).float()
+        s4 = F.avg_pool2d(b(fe.preprocess(x))[0], 3, 1, 1)
+        y = fe(x)
+    torch.testing.assert_close(y[:, :24], F.adaptive_avg_pool2d(s4, (8, 12)), rtol=0, atol=0)
+    types = {op.get_type_name() for op in convert_extractor(fe).get_ops()}
+    assert "AdaptiveAvgPool" not in types and "AvgPool" in types
+
+
 def test_aggregate_one_is_raw_taps():
     b = create_backbone("resnet18", weights="random")
     fe = FeatureExtractor(b, image_size=(64, 64), aggregate=1)

@@ -243,7 +243,15 @@ class FeatureExtractor(nn.Module):
             if s > self.grid_stride:
                 f = F.interpolate(f, size=grid, mode="bilinear", align_corners=False)
             elif s < self.grid_stride:
-                f = F.adaptive_avg_pool2d(f, grid)
+                r = f.shape[-2] // grid[0]
+                if r >= 1 and f.shape[-2] == r * grid[0] and f.shape[-1] == r * grid[1]:
+                    # the same means as adaptive pooling when the grids divide (always at the
+                    # default sizes), as a plain r x r average pool: OpenVINO's CPU plugin runs
+                    # AdaptiveAvgPool with a slow generic kernel (~1 ms, 10 % of the INT8
+                    # backbone at 320 x 320; docs/runtime.md)
+                    f = F.avg_pool2d(f, r)
+                else:
+                    f = F.adaptive_avg_pool2d(f, grid)
             out.append(f)
         x = torch.cat(out, dim=1) if len(out) > 1 else out[0]
         if self._pool_idx is not None:
