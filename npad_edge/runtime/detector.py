@@ -4,8 +4,9 @@
     pred = det(image)                      # (H, W, 3) uint8 RGB, or a path
     pred.score, pred.is_anomalous, pred.anomaly_map, pred.mask, pred.timings
 
-An exported model runs its backbone with OpenVINO (preprocessing is inside the IR) and the
-memory-bank search in the C++ core; a fitted model runs its backbone in torch (fit-time
+An exported model runs its backbone with OpenVINO (normalisation inside the IR; the resize to
+the model input by the C++ core before it, ``data.geometry.core_resize``, or inside the IR for
+models saved with ``resize.on`` "graph") and the memory-bank search in the C++ core; a fitted model runs its backbone in torch (fit-time
 path, needs torch). This module imports no torch and no NNCF.
 
 Thresholds: ``is_anomalous`` is ``score >= threshold`` (the manifest's image threshold, the
@@ -57,8 +58,10 @@ class Prediction:
         anomaly_map: ``(H, W) float32`` at the input image's size.
         mask: ``(H, W) bool``, ``anomaly_map >= pixel_threshold``.
         timings: milliseconds per stage: ``decode`` (file -> array, 0 for arrays),
-            ``preprocess`` (input checks, batching), ``backbone`` (resize + normalise + CNN,
-            all inside the IR), ``search`` (memory-bank scoring), ``postprocess`` (map at
+            ``preprocess`` (input checks, batching, and the resize to the model input for
+            models that resize in the core or on the host: ``resize.on`` "core", the default
+            of new fits, or "host"), ``backbone`` (the IR: its resize for "graph" models,
+            exposure gain, normalisation, CNN), ``search`` (memory-bank scoring), ``postprocess`` (map at
             full size + mask), ``total`` (the whole call, decode included). For
             ``predict_batch`` these are the batch's times divided by the batch size; for
             ``submit`` ``backbone`` includes the wait for a free request.
