@@ -200,6 +200,8 @@ def _add_fleet_parsers(sub, common) -> None:
     fm.add_argument("--exposure-target", type=float, default=None, metavar="T",
                     help="one gain target for every part, so parts with the same backbone and --image-size HxW "
                          "share one backbone IR (default: each part's training median, one IR per part)")
+    fm.add_argument("--resize-on", choices=("graph", "core", "host"), default="core",
+                    help="where frames are resized to the model input, as in fit (default core)")
     fm.add_argument("--seed", type=int, default=0, metavar="S", help="random seed (default 0)")
     fm.add_argument("--export", choices=("none", "fp32", "fp16", "int8"), default="none",
                     help="export each part for the OpenVINO runtime (int8: calibrated on the training images "
@@ -714,7 +716,7 @@ def cmd_fit_many(args: argparse.Namespace, parser: argparse.ArgumentParser) -> N
 
     fs = FitSettings(method=args.method, backbone=args.backbone, image_size=_fleet_image_size(args.image_size),
                      method_settings=settings, seed=args.seed, export=args.export, skip_bad=args.skip_bad,
-                     exposure=args.exposure, exposure_target=args.exposure_target,
+                     exposure=args.exposure, exposure_target=args.exposure_target, resize_on=args.resize_on,
                      taps=[t.strip() for t in args.taps.split(",") if t.strip()] if args.taps else None)
 
     def progress(ev: dict) -> None:

@@ -504,6 +504,13 @@ def test_default_resize_is_one_value_everywhere():
     from npad_edge.data.geometry import DEFAULT_RESIZE_ON
     from npad_edge.pipeline import fit_model
 
+    from npad_edge.fleet.fit import FitSettings
+
     assert DEFAULT_RESIZE_ON == "core"
     assert inspect.signature(fit_model).parameters["resize_on"].default == DEFAULT_RESIZE_ON
-    assert cli.build_parser().parse_args(["fit", "--data", "d", "--out", "o"]).resize_on == DEFAULT_RESIZE_ON
+    assert FitSettings().resize_on == DEFAULT_RESIZE_ON
+    parser = cli.build_parser()
+    for cmd in (["fit", "--data", "d", "--out", "o"], ["fit-many", "--data", "d", "--out", "o"]):
+        assert parser.parse_args(cmd).resize_on == DEFAULT_RESIZE_ON
+    with pytest.raises(InvalidInputError):
+        FitSettings(resize_on="gpu")

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from ..data.geometry import DEFAULT_SHORT_SIDE
+from ..data.geometry import DEFAULT_RESIZE_ON, DEFAULT_SHORT_SIDE
 from ..errors import DataError, InvalidInputError
 from . import index as fx
 
@@ -65,12 +65,17 @@ class FitSettings:
     #: one IR); None: each part's own training median (best accuracy, one IR per part)
     exposure: str = "gain"
     exposure_target: Optional[float] = None
+    #: where each part's frames are resized to its input (``pipeline.fit_model``'s resize_on):
+    #: "core" (default), "graph" or "host"
+    resize_on: str = DEFAULT_RESIZE_ON
 
     def __post_init__(self) -> None:
         if self.method not in ("patchcore", "npad"):
             raise InvalidInputError(f"method must be 'patchcore' or 'npad', got {self.method!r}")
         if self.exposure not in ("gain", "off"):
             raise InvalidInputError(f"exposure must be 'gain' or 'off', got {self.exposure!r}")
+        if self.resize_on not in ("graph", "core", "host"):
+            raise InvalidInputError(f"resize_on must be 'graph', 'core' or 'host', got {self.resize_on!r}")
         if self.export not in EXPORTS:
             raise InvalidInputError(f"export must be one of {', '.join(EXPORTS)}, got {self.export!r}")
 
@@ -153,6 +158,7 @@ def fit_part(part: str, data_dir: str, fleet: str, settings: dict, threads: int)
         out.parent.mkdir(parents=True, exist_ok=True)
         kwargs: dict[str, Any] = dict(method=s.method, image_size=_size(s.image_size),
                                       exposure=s.exposure, exposure_target_value=s.exposure_target,
+                                      resize_on=s.resize_on,
                                       method_settings=s.method_settings or None, taps=s.taps,
                                       weights=s.weights, seed=s.seed, holdout=s.holdout, overwrite=True,
                                       on_error="skip" if s.skip_bad else "raise", progress=False,
