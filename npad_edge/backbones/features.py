@@ -199,19 +199,12 @@ class FeatureExtractor(nn.Module):
                 f"expected images (B, H, W, 3) {self.input_dtype}, got {tuple(images.shape)} {images.dtype}"
             )
         x = images.permute(0, 3, 1, 2).to(torch.float32)
-        if self.resize_on == "core":
+        if self.resize_on != "graph":   # resized before the graph: model-size images only
             if not torch.jit.is_tracing() and tuple(images.shape[1:3]) != self.image_size:
                 raise InvalidInputError(
-                    f"this extractor takes images resized by the core (resize_on='core'): expected "
-                    f"{self.image_size[0]}x{self.image_size[1]} float32, got {images.shape[1]}x{images.shape[2]} "
-                    "(npad_edge.data.geometry.core_resize)")
-            return self._normalise(x)
-        if self.resize_on == "host":
-            if not torch.jit.is_tracing() and tuple(images.shape[1:3]) != self.image_size:
-                raise InvalidInputError(
-                    f"this extractor resizes on the host (resize_on='host'): expected images of "
-                    f"{self.image_size[0]}x{self.image_size[1]}, got {images.shape[1]}x{images.shape[2]} "
-                    "(npad_edge.data.geometry.host_resize)")
+                    f"this extractor takes images resized before it (resize_on={self.resize_on!r}): expected "
+                    f"{self.image_size[0]}x{self.image_size[1]} {self.input_dtype}, got "
+                    f"{images.shape[1]}x{images.shape[2]} (npad_edge.data.geometry.{self.resize_on}_resize)")
             return self._normalise(x)
         # Always resized, even at image_size (then an exact identity), so a traced/exported
         # graph keeps the resize for other input sizes.

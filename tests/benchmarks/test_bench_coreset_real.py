@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -82,20 +81,7 @@ STORAGE = {"npad-f16": "float16", "npad": "float32", "numpy-gemv": "float32", "n
 NPAD_OF = {"numpy-gemv": "npad", "numpy-exact": "npad", "numpy-exact-f16": "npad-f16"}
 
 
-def machine_info():
-    """As test_bench_search.machine_info (not imported: that module needs faiss)."""
-    mhz, vendor = None, platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz") and mhz is None:
-                    mhz = float(line.split(":")[1])
-                if line.startswith("vendor_id"):
-                    vendor = line.split(":")[1].strip()
-    except OSError:
-        pass
-    return {"isa": search.isa(), "threads": THREADS, "cpu_mhz": mhz, "vendor": vendor,
-            "cpus": search.default_threads()}
+from ._machine import machine_info  # noqa: E402  (re-exported for the other benchmark modules)
 
 
 # ---- features --------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ omp_set_num_threads, numpy's BLAS via threadpoolctl.
 from __future__ import annotations
 
 import os
-import platform
 
 import numpy as np
 import pytest
@@ -32,19 +31,7 @@ IMPLS = ("npad", "faiss", "numpy")
 CASES = [(d, n, k, impl) for d in DIMS for n in BANKS for k in KS for impl in IMPLS]
 
 
-def machine_info():
-    mhz, vendor = None, platform.processor()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("cpu MHz") and mhz is None:
-                    mhz = float(line.split(":")[1])
-                if line.startswith("vendor_id"):
-                    vendor = line.split(":")[1].strip()
-    except OSError:
-        pass
-    return {"isa": search.isa(), "threads": THREADS, "cpu_mhz": mhz, "vendor": vendor,
-            "cpus": search.default_threads()}
+from ._machine import machine_info  # noqa: E402  (re-exported for the other benchmark modules)
 
 
 _cache: dict = {}
