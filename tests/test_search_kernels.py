@@ -569,3 +569,32 @@ def test_greedy_step_i8_bit_identical_to_scalar_and_reference(isa, case):
         assert ref[3:] == (7, 37)
     if case == "all_neg_inf":
         assert ref[2:] == (0, -np.inf, -1)
+
+
+# ----------------------------------------------------------------------------- the float greedy scan
+@pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 100, 4099])
+def test_greedy_scan_kernels_equal_their_definition(isa, n):
+    """greedy_need_f32 / argmax_f32 (coreset/greedy.cpp's Phase B) against numpy, per ISA:
+    -inf scores, centers without a bound (-1), bounds on both sides of the margin, ties."""
+    rng = np.random.default_rng(n)
+    score = np.abs(rng.standard_normal(n)).astype(np.float32) * 2
+    score[rng.random(n) < 0.1] = -np.inf
+    ties = np.nonzero(rng.random(n) < 0.1)[0]
+    score[ties] = score[np.maximum(ties - 1, 0)]
+    score[n // 2] = score.max()                     # the maximum twice at least (when n > 1)
+    center = rng.integers(-1, 64, n).astype(np.int32)
+    dcs = (np.abs(rng.standard_normal(64)) * 4).astype(np.float32)
+    margin = np.float32(2.0002)
+    dc = dcs[np.maximum(center, 0)]
+    want = np.nonzero((score != -np.inf) & ((center < 0) | ~(dc >= margin * score)))[0]
+    got = _core._kernel(isa, "greedy_need_f32", score, center, dcs, float(margin))
+    np.testing.assert_array_equal(got, want)
+    v, i = _core._kernel(isa, "argmax_f32", score)
+    finite = score > -np.inf
+    if finite.any():
+        assert i == int(np.argmax(score)) and v == score.max()
+    else:
+        assert i == -1 and v == -np.inf
+    v, i = _core._kernel(isa, "argmax_f32", np.full(n, -np.inf, np.float32))
+    assert (v, i) == (-np.inf, -1)

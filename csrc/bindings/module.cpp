@@ -254,6 +254,31 @@ py::object kernel_call(const std::string& isa, const std::string& op, py::args a
         K.tile(pq, xa.data(), qp.shape(0), qn, xn, thr, out.mutable_data(), mask.mutable_data());
         return py::make_tuple(out, mask);
     }
+    if (op == "greedy_need_f32") {  // score (n,), center (n,) int32, dcs (m,), margin
+        const py::array sc = arr(0), ce = arr(1), dc = arr(2);
+        auto ps = data_of<float>(sc, "score", 1);
+        auto pc = data_of<std::int32_t>(ce, "center", 1);
+        auto pd = data_of<float>(dc, "dcs", 1);
+        if (args.size() != 4) throw InvalidInput("greedy_need_f32 takes score, center, dcs, margin");
+        const float margin = args[3].cast<float>();
+        const auto n = static_cast<std::size_t>(sc.shape(0));
+        if (static_cast<std::size_t>(ce.shape(0)) != n) throw InvalidInput("score and center must have the same length");
+        for (std::size_t i = 0; i < n; ++i)
+            if (pc[i] >= dc.shape(0)) throw InvalidInput("center indices must be < len(dcs)");
+        std::vector<std::int32_t> need(n);
+        const std::size_t m = K.greedy_need_f32(ps, pc, pd, margin, n, need.data());
+        py::array_t<std::int32_t> out(m);
+        std::copy(need.begin(), need.begin() + m, out.mutable_data());
+        return std::move(out);
+    }
+    if (op == "argmax_f32") {
+        const py::array x = arr(0);
+        auto px = data_of<float>(x, "x", 1);
+        float v;
+        std::int64_t i;
+        K.argmax_f32(px, x.shape(0), &v, &i);
+        return py::make_tuple(v, i);
+    }
     if (op == "pack_bf16") {  // x (2 r,) float32 -> (r,) words (compact.h's rounding)
         const py::array a = arr(0);
         auto p = data_of<float>(a, "x", 1);

@@ -124,6 +124,8 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
     const std::vector<std::int64_t> starts = start_indices(n, n_starts, seed);
     std::vector<float> score(n);
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    const Kernels& K = *Y.K;
+    constexpr std::size_t kScanChunk = 4096;  // rows per scan call (its list stays in L1)
 
     // Each worker owns a contiguous range of points: its scores stay in its cache and only
     // the per-step winner is exchanged, through a double-buffered slot and a barrier.
@@ -154,6 +156,7 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
     parallel_run(T, [&](int t) {
         const std::size_t lo = n * t / T, hi = n * (t + 1) / T;
         avector<float> q(pd);
+        std::vector<std::int32_t> need(std::min(kScanChunk, hi - lo));
         Best best{kNegInf, std::numeric_limits<std::int64_t>::max()};
         // Initial score: mean distance to the start points, summed in start order.
         std::fill(score.begin() + lo, score.begin() + hi, 0.f);
@@ -188,24 +191,31 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
                 for (std::size_t c = c0; c < c1; ++c) dcs[c] = std::sqrt(C.l2sq(q.data(), c));
                 barrier.wait();
             }
-            // Phase B: update the owned scores, skipping points the bound rules out.
+            // Phase B: update the owned scores, skipping points the bound rules out. Per chunk
+            // of rows: the kernel set's scan lists the rows the bound does not rule out, their
+            // distances update score / center, then the chunk's first maximum (the same result
+            // as one loop doing all three per row, with the scan and the maximum vectorised).
             if (sel >= lo && sel < hi) score[sel] = kNegInf;
             best = {kNegInf, std::numeric_limits<std::int64_t>::max()};
             const auto sc = static_cast<std::int32_t>(s);
             std::int64_t ncomp = 0;
-            for (std::size_t i = lo; i < hi; ++i) {
-                float v = score[i];
-                const std::int32_t c = center[i];
-                if (v != kNegInf && (c < 0 || !(dcs[c] >= kMargin * v))) {
-                    ++ncomp;
+            for (std::size_t a = lo; a < hi; a += kScanChunk) {
+                const std::size_t m = std::min(kScanChunk, hi - a);
+                const std::size_t nn = K.greedy_need_f32(score.data() + a, center.data() + a, dcs.data(), kMargin, m,
+                                                         need.data());
+                ncomp += static_cast<std::int64_t>(nn);
+                for (std::size_t j = 0; j < nn; ++j) {
+                    const std::size_t i = a + static_cast<std::size_t>(need[j]);
                     const float dd = std::sqrt(Y.l2sq(q.data(), i));
-                    if (dd < v) {
-                        v = dd;
-                        score[i] = v;
+                    if (dd < score[i]) {
+                        score[i] = dd;
                         center[i] = sc;
                     }
                 }
-                if (v > best.v) best = {v, static_cast<std::int64_t>(i)};
+                float bv;
+                std::int64_t bi;
+                K.argmax_f32(score.data() + a, m, &bv, &bi);
+                if (bi >= 0 && bv > best.v) best = {bv, static_cast<std::int64_t>(a) + bi};
             }
             slots[(par ^ 1) * T + t] = best;
             if (!computed.empty()) computed[t * n_select + s] = ncomp;

@@ -7,6 +7,7 @@
 #include <immintrin.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "avx512_epilogue.h"
 #include "avx512_i8_step.h"
@@ -211,6 +212,73 @@ std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std:
                                  best_v, best_i);
 }
 
+// The float greedy scan, 16 rows per step: the bound's gather of dcs[center] under a mask, the
+// rows that need a distance compress-stored; then the scalar oracle's loop for the tail.
+std::size_t greedy_need_f32(const float* score, const std::int32_t* center, const float* dcs, float margin,
+                            std::size_t n, std::int32_t* need) {
+    const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
+    const __m512 mg = _mm512_set1_ps(margin);
+    const __m512i zero = _mm512_setzero_si512();
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    std::size_t m = 0, i = 0;
+    for (; i + 16 <= n; i += 16) {
+        const __m512 v = _mm512_loadu_ps(score + i);
+        const __m512i c = _mm512_loadu_si512(center + i);
+        const __mmask16 valid = _mm512_cmp_ps_mask(v, ninf, _CMP_NEQ_UQ);
+        const __mmask16 g = valid & _mm512_cmpge_epi32_mask(c, zero);
+        const __m512 d = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), g, c, dcs, 4);
+        const __mmask16 skip = _mm512_mask_cmp_ps_mask(g, d, _mm512_mul_ps(mg, v), _CMP_GE_OQ);
+        const __mmask16 nd = valid & static_cast<__mmask16>(~skip);
+        if (nd) {
+            const __m512i idx = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<std::int32_t>(i)));
+            _mm512_mask_compressstoreu_epi32(need + m, nd, idx);
+            m += static_cast<std::size_t>(__builtin_popcount(nd));
+        }
+    }
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    for (; i < n; ++i) {
+        const float v = score[i];
+        const std::int32_t c = center[i];
+        if (v != kNegInf && (c < 0 || !(dcs[c] >= margin * v))) need[m++] = static_cast<std::int32_t>(i);
+    }
+    return m;
+}
+
+// Per lane the first strict maximum, then the largest value and, among the lanes holding it,
+// the lowest index: the first maximum, as the oracle's loop.
+void argmax_f32(const float* x, std::size_t n, float* best_v, std::int64_t* best_i) {
+    float bv = -std::numeric_limits<float>::infinity();
+    std::int64_t bi = -1;
+    std::size_t i = 0;
+    if (n >= 16) {
+        __m512 vmax = _mm512_set1_ps(bv);
+        __m512i imax = _mm512_set1_epi32(-1);
+        __m512i idx = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        const __m512i step = _mm512_set1_epi32(16);
+        for (; i + 16 <= n; i += 16) {
+            const __m512 v = _mm512_loadu_ps(x + i);
+            const __mmask16 gt = _mm512_cmp_ps_mask(v, vmax, _CMP_GT_OQ);
+            vmax = _mm512_mask_mov_ps(vmax, gt, v);
+            imax = _mm512_mask_mov_epi32(imax, gt, idx);
+            idx = _mm512_add_epi32(idx, step);
+        }
+        const float m = _mm512_reduce_max_ps(vmax);
+        if (m > bv) {
+            const __mmask16 at = _mm512_cmp_ps_mask(vmax, _mm512_set1_ps(m), _CMP_EQ_OQ);
+            // the lanes holding m all have an index >= 0; the smallest is the first maximum
+            bi = _mm512_mask_reduce_min_epi32(at, imax);
+            bv = m;
+        }
+    }
+    for (; i < n; ++i)
+        if (x[i] > bv) {
+            bv = x[i];
+            bi = static_cast<std::int64_t>(i);
+        }
+    *best_v = bv;
+    *best_i = bi;
+}
+
 const Kernels kAvx512 = {
     "avx512",   Isa::Avx512,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
     dequant_i8_panel, packed_sqnorms, tile, tile_bf16, nullptr, gather_dots, l2_i8_blocks,
@@ -219,6 +287,8 @@ const Kernels kAvx512 = {
     aa_rows_u8,
     aa_cols_f32,
     tri_cols_matvec,
+    greedy_need_f32,
+    argmax_f32,
 };
 
 }  // namespace

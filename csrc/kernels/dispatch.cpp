@@ -77,6 +77,8 @@ Kernels completed(const Kernels* k) {
     if (!t.aa_rows_u8) t.aa_rows_u8 = s.aa_rows_u8;
     if (!t.aa_cols_f32) t.aa_cols_f32 = s.aa_cols_f32;
     if (!t.tri_cols_matvec) t.tri_cols_matvec = s.tri_cols_matvec;
+    if (!t.greedy_need_f32) t.greedy_need_f32 = s.greedy_need_f32;
+    if (!t.argmax_f32) t.argmax_f32 = s.argmax_f32;
     return t;
 }
 

@@ -127,6 +127,16 @@ struct Kernels {
     // column j + 1; d(d+1)/2 floats): tri_pass.h, compiled per instruction set; each z_i is its
     // own in-order sum over j of rounded products (no FMA), so the same bits everywhere.
     void (*tri_cols_matvec)(const float* cols, const float* v, std::size_t d, float* z);
+
+    // The scan of a float greedy coreset step (coreset/greedy.cpp), n < 2^31 rows.
+    // greedy_need_f32: writes to need, in increasing order, the offsets i of the rows that need
+    // a distance to the new center: score[i] != -inf and (center[i] < 0 or !(dcs[center[i]] >=
+    // margin * score[i])) (the triangle bound; margin * score rounded to float32); returns
+    // their count. argmax_f32: *best_v, *best_i = the largest x[i] above -inf and the lowest i
+    // holding it (-inf and -1 if none). Exact comparisons: the same result on every ISA.
+    std::size_t (*greedy_need_f32)(const float* score, const std::int32_t* center, const float* dcs,
+                                   float margin, std::size_t n, std::int32_t* need);
+    void (*argmax_f32)(const float* x, std::size_t n, float* best_v, std::int64_t* best_i);
 };
 
 // Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.

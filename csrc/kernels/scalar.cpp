@@ -2,6 +2,7 @@
 // Compiled without any instruction-set flag; std::fma gives the same single rounding as the
 // hardware FMA the SIMD tile kernels use.
 #include <cmath>
+#include <limits>
 
 #include "compact.h"
 #include "fp16.h"
@@ -176,6 +177,30 @@ std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std:
                                best_v, best_i);
 }
 
+std::size_t greedy_need_f32(const float* score, const std::int32_t* center, const float* dcs, float margin,
+                            std::size_t n, std::int32_t* need) {
+    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+    std::size_t m = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        const float v = score[i];
+        const std::int32_t c = center[i];
+        if (v != kNegInf && (c < 0 || !(dcs[c] >= margin * v))) need[m++] = static_cast<std::int32_t>(i);
+    }
+    return m;
+}
+
+void argmax_f32(const float* x, std::size_t n, float* best_v, std::int64_t* best_i) {
+    float bv = -std::numeric_limits<float>::infinity();
+    std::int64_t bi = -1;
+    for (std::size_t i = 0; i < n; ++i)
+        if (x[i] > bv) {
+            bv = x[i];
+            bi = static_cast<std::int64_t>(i);
+        }
+    *best_v = bv;
+    *best_i = bi;
+}
+
 const Kernels kScalar = {
     "scalar",   Isa::Scalar,      l2sq_f32,       l2sq_f16,  f16_to_f32, f32_to_f16,
     dequant_i8_panel, packed_sqnorms, tile, tile_bf16, tile_i8, gather_dots, l2_i8_blocks,
@@ -184,6 +209,8 @@ const Kernels kScalar = {
     aa_rows_u8,
     aa_cols_f32,
     tri_cols_matvec,
+    greedy_need_f32,
+    argmax_f32,
 };
 
 }  // namespace

@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <limits>
+#include <algorithm>
 #include <random>
 #include <string>
 #include <vector>
@@ -176,6 +178,26 @@ void check(const Kernels& S, const Kernels& K) {
         S.aa_cols_f32(o1.data(), idx.data(), cw.data(), k, olen, c1.data());
         K.aa_cols_f32(o1.data(), idx.data(), cw.data(), k, olen, c2.data());
         expect(same_bits(c1.data(), c2.data(), olen), K.name, "aa_cols_f32", olen);
+    }
+    // The float greedy scan: scores with -inf, centers with -1, bounds around the margin.
+    for (std::size_t n : {std::size_t(1), std::size_t(15), std::size_t(16), std::size_t(100), std::size_t(4099)}) {
+        std::uniform_int_distribution<int> cen(-1, 63), coin(0, 9);
+        std::vector<float> score(n), dcs(64);
+        std::vector<std::int32_t> center(n), n1(n), n2(n);
+        for (auto& v : dcs) v = std::fabs(nd(gen)) * 4.f;
+        for (std::size_t i = 0; i < n; ++i) {
+            score[i] = coin(gen) == 0 ? -std::numeric_limits<float>::infinity() : std::fabs(nd(gen)) * 2.f;
+            center[i] = cen(gen);
+            if (coin(gen) == 1) score[i] = score[i > 0 ? i - 1 : 0];  // ties for the argmax
+        }
+        const std::size_t m1 = S.greedy_need_f32(score.data(), center.data(), dcs.data(), 2.0002f, n, n1.data());
+        const std::size_t m2 = K.greedy_need_f32(score.data(), center.data(), dcs.data(), 2.0002f, n, n2.data());
+        expect(m1 == m2 && std::equal(n1.begin(), n1.begin() + m1, n2.begin()), K.name, "greedy_need_f32", n);
+        float v1, v2;
+        std::int64_t i1, i2;
+        S.argmax_f32(score.data(), n, &v1, &i1);
+        K.argmax_f32(score.data(), n, &v2, &i2);
+        expect(i1 == i2 && std::memcmp(&v1, &v2, 4) == 0, K.name, "argmax_f32", n);
     }
     // The column-packed triangular product of N-pad's window reading.
     for (std::size_t d : {std::size_t(1), std::size_t(7), std::size_t(16), std::size_t(64), std::size_t(129)}) {
