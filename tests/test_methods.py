@@ -266,7 +266,8 @@ def test_window_mahalanobis_core_equals_numpy_oracle_on_every_isa():
 
 
 def test_npad_window_scores_equal_the_numpy_oracle():
-    from npad_edge.methods.npad import _window_mahalanobis
+    from npad_edge import search
+    from npad_edge.methods.npad import _lower_from_columns, _tril_column_positions, _window_mahalanobis
 
     rng = np.random.default_rng(8)
     feats = rng.standard_normal((12, 24, 6, 5)).astype(np.float32)
@@ -274,5 +275,12 @@ def test_npad_window_scores_equal_the_numpy_oracle():
     m.fit(feats, seed=0)
     test = rng.standard_normal((2, 24, 6, 5)).astype(np.float32)
     maha, _ = m.score_terms(test)
-    ref = _window_mahalanobis(m._reduce(test), m._means, m._factors)
+    factors = _lower_from_columns(m._cols, 8)
+    assert np.array_equal(search.pack_lower_columns(factors), m._cols)      # the two layouts agree
+    i, j = np.tril_indices(8)
+    assert np.array_equal(m.state_arrays()["factors_packed"].astype(np.float32), factors[:, i, j])
+    assert _tril_column_positions(3).tolist() == [0, 1, 3, 2, 4, 5]
+    ref = _window_mahalanobis(m._reduce(test), m._means, factors)
     np.testing.assert_allclose(maha, ref, rtol=2e-6, atol=1e-6)
+    again = get_method("npad").__class__.from_state(m.settings, m.state_arrays())
+    np.testing.assert_array_equal(again.score_terms(test)[0], maha)

@@ -205,7 +205,7 @@ class NPad(AnomalyMethod):
         self._fit_reduction(to_rows(features), seed)
         x = self._reduce(features)                                   # (N, h, w, D)
         d = x.shape[-1]
-        self._means = self._factors = None
+        self._means = self._cols = None
         self._centroids = None
         self._nominal = None
         self._local = None
@@ -217,8 +217,9 @@ class NPad(AnomalyMethod):
         if self._use_maha and s["gaussian"] == "knn":
             self._nominal = np.ascontiguousarray(x.astype(s["precision"]))
         elif self._use_maha:
-            self._means, self._factors = _window_gaussians(x, s["radius"], s["shrinkage"], progress)
-            self._factors = self._factors.astype(s["precision"]).astype(np.float32)
+            self._means, factors = _window_gaussians(x, s["radius"], s["shrinkage"], progress)
+            # held only by columns (search.window_mahalanobis' layout), rounded as saved
+            self._cols = search.pack_lower_columns(factors.astype(s["precision"]).astype(np.float32))
         if self._use_eucl:
             rows = x.reshape(-1, d)
             rng = np.random.default_rng(seed)
@@ -248,8 +249,6 @@ class NPad(AnomalyMethod):
 
     def _build_index(self) -> None:
         self._index = None if self._centroids is None else search.FlatIndex(self._centroids)
-        # the window factors by columns for the core's per-position Mahalanobis (half the bytes)
-        self._cols = None if self._factors is None else search.pack_lower_columns(self._factors)
         self._local = None if self._nominal is None else search.LocalGaussianBank(self._nominal)
         # the core holds the features (and gives them back for saving): no second copy here
         self._nominal = None
@@ -269,7 +268,7 @@ class NPad(AnomalyMethod):
                 maha[c0:c0 + self.KNN_CHUNK] = self._local.mahalanobis(
                     np.ascontiguousarray(x[c0:c0 + self.KNN_CHUNK]), radius=s["radius"], k=s["knn_k"],
                     shrinkage=s["shrinkage"], exclude=ex)
-        elif self._factors is not None:
+        elif self._cols is not None:
             maha = search.window_mahalanobis(np.ascontiguousarray(x.reshape(b, h * w, d)), self._means,
                                              self._cols, threads=self._search_threads).reshape(b, h, w)
         if self._index is not None:
@@ -314,11 +313,11 @@ class NPad(AnomalyMethod):
             st["proj_mean"] = self._proj_mean
         if self._local is not None:
             st["nominal"] = self._local.nominal()
-        if self._factors is not None:
-            p, d, _ = self._factors.shape
-            tri = np.tril_indices(d)
+        if self._cols is not None:
             st["means"] = self._means
-            st["factors_packed"] = np.ascontiguousarray(self._factors[:, tri[0], tri[1]]).astype(self.settings["precision"])
+            # saved row by row (np.tril_indices order), as every N-pad model before
+            st["factors_packed"] = np.ascontiguousarray(
+                self._cols[:, _tril_column_positions(self._means.shape[1])]).astype(self.settings["precision"])
         if self._pos_stats is not None:
             st["pos_stats"] = self._pos_stats
         if self._centroids is not None:
@@ -329,7 +328,7 @@ class NPad(AnomalyMethod):
         self._stats = np.asarray(arrays["stats"], dtype=np.float64)
         self._proj = np.asarray(arrays["proj"], dtype=np.float32) if "proj" in arrays else None
         self._proj_mean = np.asarray(arrays["proj_mean"], dtype=np.float32) if "proj" in arrays else None
-        self._means = self._factors = self._nominal = self._local = None
+        self._means = self._cols = self._nominal = self._local = None
         if self.settings["gaussian"] == "auto":
             # a model saved before "auto" was the default (or by hand): its arrays say which reading
             self.settings["gaussian"] = "knn" if "nominal" in arrays else "window"
@@ -338,10 +337,8 @@ class NPad(AnomalyMethod):
         elif self._use_maha:
             self._means = np.ascontiguousarray(arrays["means"], dtype=np.float32)
             p, d = self._means.shape
-            packed = np.asarray(arrays["factors_packed"]).astype(np.float32)
-            tri = np.tril_indices(d)
-            self._factors = np.zeros((p, d, d), dtype=np.float32)
-            self._factors[:, tri[0], tri[1]] = packed
+            self._cols = np.empty((p, d * (d + 1) // 2), dtype=np.float32)
+            self._cols[:, _tril_column_positions(d)] = np.asarray(arrays["factors_packed"]).astype(np.float32)
         self._pos_stats = np.asarray(arrays["pos_stats"], dtype=np.float32) if "pos_stats" in arrays else None
         self._centroids = np.ascontiguousarray(arrays["centroids"], dtype=np.float32) if self._use_eucl else None
         self._build_index()
@@ -480,6 +477,21 @@ def _knn_mahalanobis(x: np.ndarray, nominal: np.ndarray, radius: int, k: int, sh
             m2 = ((v * v).sum(1) - c * (zv * sol).sum(1)) / lam
             out[:, i, j] = np.sqrt(np.maximum(m2, 0.0))
     return out
+
+
+def _tril_column_positions(d: int) -> np.ndarray:
+    """For each element (i, j) of a d x d lower triangle in ``np.tril_indices`` order (the saved
+    ``factors_packed``), its position in the column packing of ``search.pack_lower_columns``."""
+    i, j = np.tril_indices(d)
+    return j * d - j * (j - 1) // 2 + (i - j)
+
+
+def _lower_from_columns(cols: np.ndarray, d: int) -> np.ndarray:
+    """(P, d(d+1)/2) column-packed factors -> (P, d, d) lower-triangular (for the oracle)."""
+    full = np.zeros((cols.shape[0], d, d), dtype=np.float32)
+    i, j = np.tril_indices(d)
+    full[:, i, j] = cols[:, _tril_column_positions(d)]
+    return full
 
 
 def _window_mahalanobis(x: np.ndarray, means: np.ndarray, factors: np.ndarray) -> np.ndarray:
