@@ -105,10 +105,17 @@ def test_core_resize_identity_is_exact_and_bad_input_is_refused():
         core_resize(im, (0, 20))
     with pytest.raises(InvalidInputError):
         resize_for("gpu", im, (20, 20))
-    # an unpickled array carries a copy of numpy's uint8 dtype object: still accepted
+    # an unpickled array carries a copy of numpy's uint8 dtype object: still accepted, here and
+    # by every core entry point (the core checks dtype equality, not identity)
     import pickle
     again = pickle.loads(pickle.dumps(im))
     assert np.array_equal(core_resize(again, (20, 24)), core_resize(im, (20, 24)))
+    from npad_edge import search
+    bank = np.random.default_rng(2).standard_normal((50, 8)).astype(np.float32)
+    q = pickle.loads(pickle.dumps(bank[:3]))
+    assert search.FlatIndex(bank).search(q, 1)[1][:, 0].tolist() == [0, 1, 2]
+    with pytest.raises(InvalidInputError):
+        _core.resize_aa(im.astype(">u2"), 4, 4, 1)
     # a non-contiguous view is resized as its values (copied once), not misread
     view = im[:, ::2]
     assert np.array_equal(core_resize(view, (40, 24)), view.astype(np.float32))

@@ -35,7 +35,9 @@ const char* dtype_name(const py::array& a) {
 // Checks without converting: a wrong dtype or layout is an error, never a silent copy.
 template <class T>
 void check_array(const py::array& a, const char* name, int ndim) {
-    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().is(py::dtype::of<T>()))
+    // dtype equality, not identity: an unpickled array (e.g. from a Ray worker) carries an
+    // equal copy of numpy's dtype object
+    if (!py::isinstance<py::array_t<T>>(a) || !a.dtype().equal(py::dtype::of<T>()))
         throw InvalidInput(std::string(name) + " must have dtype " +
                            py::str(py::dtype::of<T>()).cast<std::string>() + "; got " + dtype_name(a));
     if (a.ndim() != ndim)
@@ -393,7 +395,7 @@ class PyLocalGaussianBank {
 public:
     // nominal: (n, h, w, d) float32 or float16 (numpy's float16 is the IEEE half the core reads).
     explicit PyLocalGaussianBank(const py::array& nominal) {
-        const bool half = nominal.dtype().is(py::dtype("float16"));
+        const bool half = nominal.dtype().equal(py::dtype("float16"));
         if (half) {
             if (nominal.ndim() != 4) throw InvalidInput("nominal must be 4-D (n, h, w, d); got " + std::to_string(nominal.ndim()) + "-D");
             if (!(nominal.flags() & py::array::c_style))

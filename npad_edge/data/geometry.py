@@ -209,9 +209,7 @@ def core_resize(image: np.ndarray, target_hw: Sequence[int], threads: int = 1) -
                                 f"{getattr(image, 'shape', type(image))} {getattr(image, 'dtype', '')}")
     if h < 1 or w < 1:
         raise InvalidInputError(f"core_resize: target size must be >= 1 x 1, got {h}x{w}")
-    # .view: numpy's own uint8 dtype object (an unpickled array, e.g. from a Ray worker, carries
-    # an equal copy, which the core's strict dtype check refuses)
-    return _core.resize_aa(np.ascontiguousarray(image).view(np.uint8), h, w, int(threads))
+    return _core.resize_aa(np.ascontiguousarray(image), h, w, int(threads))
 
 
 def resize_for(resize_on: str, image: np.ndarray, target_hw: Sequence[int], threads: int = 1) -> np.ndarray:
