@@ -13,6 +13,7 @@
 #include "avx512_i8_step.h"
 #include "fma_gather_dots.h"
 #include "fp16.h"
+#include "greedy_scan.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
 #include "tri_pass.h"
@@ -213,7 +214,7 @@ std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std:
 }
 
 // The float greedy scan, 16 rows per step: the bound's gather of dcs[center] under a mask, the
-// rows that need a distance compress-stored; then the scalar oracle's loop for the tail.
+// rows that need a distance compress-stored; then the scalar oracle's loop (greedy_scan.h) for the tail.
 std::size_t greedy_need_f32(const float* score, const std::int32_t* center, const float* dcs, float margin,
                             std::size_t n, std::int32_t* need) {
     const __m512 ninf = _mm512_set1_ps(-std::numeric_limits<float>::infinity());
@@ -235,13 +236,7 @@ std::size_t greedy_need_f32(const float* score, const std::int32_t* center, cons
             m += static_cast<std::size_t>(__builtin_popcount(nd));
         }
     }
-    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    for (; i < n; ++i) {
-        const float v = score[i];
-        const std::int32_t c = center[i];
-        if (v != kNegInf && (c < 0 || !(dcs[c] >= margin * v))) need[m++] = static_cast<std::int32_t>(i);
-    }
-    return m;
+    return greedy_need_rows(score, center, dcs, margin, i, n, need, m);
 }
 
 // Per lane the first strict maximum, then the largest value and, among the lanes holding it,
@@ -270,11 +265,7 @@ void argmax_f32(const float* x, std::size_t n, float* best_v, std::int64_t* best
             bv = m;
         }
     }
-    for (; i < n; ++i)
-        if (x[i] > bv) {
-            bv = x[i];
-            bi = static_cast<std::int64_t>(i);
-        }
+    argmax_rows(x, i, n, bv, bi);
     *best_v = bv;
     *best_i = bi;
 }

@@ -6,6 +6,7 @@
 
 #include "compact.h"
 #include "fp16.h"
+#include "greedy_scan.h"
 #include "i8_step.h"
 #include "kernels.h"
 #include "resize_pass.h"
@@ -179,24 +180,13 @@ std::int64_t greedy_step_i8(const std::uint32_t* x, const std::int32_t* xn, std:
 
 std::size_t greedy_need_f32(const float* score, const std::int32_t* center, const float* dcs, float margin,
                             std::size_t n, std::int32_t* need) {
-    constexpr float kNegInf = -std::numeric_limits<float>::infinity();
-    std::size_t m = 0;
-    for (std::size_t i = 0; i < n; ++i) {
-        const float v = score[i];
-        const std::int32_t c = center[i];
-        if (v != kNegInf && (c < 0 || !(dcs[c] >= margin * v))) need[m++] = static_cast<std::int32_t>(i);
-    }
-    return m;
+    return greedy_need_rows(score, center, dcs, margin, 0, n, need, 0);
 }
 
 void argmax_f32(const float* x, std::size_t n, float* best_v, std::int64_t* best_i) {
     float bv = -std::numeric_limits<float>::infinity();
     std::int64_t bi = -1;
-    for (std::size_t i = 0; i < n; ++i)
-        if (x[i] > bv) {
-            bv = x[i];
-            bi = static_cast<std::int64_t>(i);
-        }
+    argmax_rows(x, 0, n, bv, bi);
     *best_v = bv;
     *best_i = bi;
 }
