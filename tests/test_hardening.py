@@ -271,6 +271,8 @@ BROKEN = {
                              "backbone.bin"),
     "wrong type sigma": (lambda m: _edit_manifest(m, lambda d: d["extra"].update(anomaly_map={"sigma": "wide"})),
                          "sigma"),
+    "unknown resize.on": (lambda m: _edit_manifest(m, lambda d: d["backbone"]["config"].setdefault(
+        "resize", {}).update(on="gpu")), "resize.on"),
     "unknown top-level key": (lambda m: _edit_manifest(m, lambda d: d.update(tresholds=1)), "tresholds"),
     "unknown nested key": (lambda m: _edit_manifest(m, lambda d: d["threshold"].update(vlaue=1.0)), "vlaue"),
     "unknown method": (lambda m: _edit_manifest(m, lambda d: d["method"].update(name="patchcore2")), "patchcore2"),

@@ -189,6 +189,9 @@ class Detector:
         # Issue 10: a model whose backbone config says resize.on = "host" or "core" has no resize
         # in its graph; images are resized here (data.geometry.resize_for, the preprocess stage).
         self.resize_on: str = str((m.backbone.config or {}).get("resize", {}).get("on", "graph"))
+        if self.resize_on not in ("graph", "core", "host"):
+            raise ModelFormatError(f"{loaded.root}: backbone config resize.on={self.resize_on!r}; "
+                                   "expected 'graph', 'core' or 'host'")
         self.tiling: Tiling | None = _check_tiling(tiling)
         self.sigma = _map_sigma(m.extra)
         self.method = _build_method(m, loaded.arrays, loaded.root)
