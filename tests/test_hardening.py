@@ -273,6 +273,9 @@ BROKEN = {
                          "sigma"),
     "unknown resize.on": (lambda m: _edit_manifest(m, lambda d: d["backbone"]["config"].setdefault(
         "resize", {}).update(on="gpu")), "resize.on"),
+    "resize.on disagrees with the IR": (lambda m: _edit_manifest(m, lambda d: d["backbone"]["config"].setdefault(
+        "resize", {}).update(on="core" if d["backbone"]["config"].get("resize", {}).get("on") != "core" else "graph")),
+        "disagree"),
     "unknown top-level key": (lambda m: _edit_manifest(m, lambda d: d.update(tresholds=1)), "tresholds"),
     "unknown nested key": (lambda m: _edit_manifest(m, lambda d: d["threshold"].update(vlaue=1.0)), "vlaue"),
     "unknown method": (lambda m: _edit_manifest(m, lambda d: d["method"].update(name="patchcore2")), "patchcore2"),

@@ -208,6 +208,11 @@ class Detector:
                 ir_key=None if compiled_cache is None else _ir_key(m),
                 ir=(loaded.file_bytes(artifact.BACKBONE_XML), loaded.file_bytes(artifact.BACKBONE_BIN)))
             self.device = self.backbone.device
+            want = "f32" if self.resize_on == "core" else "u8"
+            got = self.backbone.compiled.inputs[0].get_element_type().get_type_name()
+            if got != want:
+                raise ModelFormatError(f"{loaded.root}: the backbone IR takes {got} images, but its config "
+                                       f"(resize.on={self.resize_on!r}) says {want}: the manifest and the IR disagree")
         elif on_cuda:
             self._device_pipeline = _torch.build_device_pipeline(
                 m, self.method, cuda_device, cuda_precision, input_size=self.input_size, sigma=self.sigma,
