@@ -457,3 +457,74 @@ def test_info_counts_the_work():
     assert rows[0] == 3000 - 1  # step 0: no point has a center yet; all but the winner computed
     assert rows[200:399].mean() < 0.2 * 3000  # the bound applies late in the run
     assert info["storage"] == info["requested_storage"] == "float32" and info["isa"] == search.isa()
+
+
+# ---- the subspace bound: less work, the same selection -----------------------------------------
+
+
+def _anisotropic(n, d, seed, scale=1.0):
+    """Gaussian clusters with a decaying spectrum, as backbone features have: the subspace bound
+    has something to find."""
+    rng = np.random.default_rng(seed)
+    spectrum = 1.0 / (1.0 + np.arange(d)) ** 0.8
+    centers = 4 * rng.standard_normal((40, d)) * spectrum
+    x = centers[rng.integers(0, 40, n)] + rng.standard_normal((n, d)) * spectrum
+    return (scale * x).astype(np.float32)
+
+
+def _bound_cases():
+    rng = np.random.default_rng(9)
+    low_rank = (rng.standard_normal((2500, 3)) @ rng.standard_normal((3, 40))).astype(np.float32)
+    dup = _anisotropic(2500, 48, 3)
+    dup[1000:1500] = dup[:500]  # exact duplicates
+    return {
+        "anisotropic": (_anisotropic(3000, 64, 1), None),
+        "projected": (_anisotropic(3000, 96, 2), 48),
+        "low_rank": (low_rank, None),  # rank 3 in 40 dims: the basis is padded with axes
+        "duplicates": (dup, None),
+        "tiny_scale": (_anisotropic(2500, 40, 4, 1e-6), None),
+        "large_scale": (_anisotropic(2500, 40, 5, 1e6), None),
+    }
+
+
+@pytest.mark.parametrize("case", list(_bound_cases()))
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_subspace_bound_changes_no_index(case, storage):
+    features, proj = _bound_cases()[case]
+    n_sel = 700
+    off, info_off = search.greedy_coreset(features, n_sel, proj_dim=proj, storage=storage, threads=2, bound="off",
+                                          return_info=True)
+    assert info_off["bound_dims"] == 0
+    try:
+        for isa in search.available_isas():
+            search.set_isa(isa)
+            for threads in (1, 3):
+                on, info = search.greedy_coreset(features, n_sel, proj_dim=proj, storage=storage, threads=threads,
+                                                 bound="on", return_info=True)
+                np.testing.assert_array_equal(on, off, err_msg=f"{case} {storage} {isa} threads={threads}")
+                assert info["bound_dims"] == 16
+                assert (info["rows_computed"] <= info_off["rows_computed"]).all()
+    finally:
+        search.set_isa(None)
+    if case == "anisotropic":  # the bound does work where the data has principal directions
+        assert info["rows_computed"].sum() < 0.6 * info_off["rows_computed"].sum()
+
+
+@pytest.mark.parametrize("storage", ["float32", "float16"])
+def test_subspace_bound_selection_equals_numpy_reference(storage):
+    # auto mode turns the bound on from 1024 selected rows; the reference knows no bound
+    x = _anisotropic(2000, 40, 7)
+    got, info = search.greedy_coreset(x, 1100, proj_dim=None, storage=storage, threads=2, return_info=True)
+    assert info["bound_dims"] == 16
+    y = x if storage == "float32" else x.astype(np.float16).astype(np.float32)
+    np.testing.assert_array_equal(got, numpy_greedy(y, 1100, None, 10, 0))
+
+
+def test_subspace_bound_mode_checked_and_dimension_limits():
+    x = _anisotropic(500, 64, 8)
+    with pytest.raises(InvalidInputError, match="bound must be"):
+        search.greedy_coreset(x, 10, bound="yes")
+    # below 32 dimensions, or int8 storage, the bound is not used
+    assert search.greedy_coreset(x[:, :20].copy(), 50, proj_dim=None, bound="on", return_info=True)[1]["bound_dims"] == 0
+    assert search.greedy_coreset(x, 50, storage="int8", bound="on", return_info=True)[1]["bound_dims"] == 0
+    assert search.greedy_coreset(x, 50, bound="auto", return_info=True)[1]["bound_dims"] == 0  # short run

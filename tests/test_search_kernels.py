@@ -122,6 +122,31 @@ def test_direct_kernels_bit_identical_in_documented_order(isa, d):
 
 
 @pytest.mark.parametrize("isa", ISAS)
+@pytest.mark.parametrize("d", [1, 7, 16, 17, 31, 128, 152])
+@pytest.mark.parametrize("n", [0, 1, 15, 16, 17, 40, 70])
+def test_many_pairs_kernels_equal_the_one_pair_kernel(isa, d, n):
+    # The coreset's batched distances (16 rows per group, reduced together on AVX-512) keep
+    # each pair's documented order: the same bits as the one-pair kernel, listed rows (any
+    # order, repeats) or contiguous ones.
+    rng = np.random.default_rng(1000 * d + n)
+    a = rng.standard_normal(d, dtype=np.float32)
+    y = (rng.standard_normal((max(n, 1) + 5, d), dtype=np.float32) * 2).astype(np.float32)
+    y[0] = a  # a zero distance
+    rows = rng.integers(0, len(y), n).astype(np.int32)
+    h = y.astype(np.float16)
+    for op, one, yy in (("l2sq_f32_rows", "l2sq_f32", y), ("l2sq_f16_rows", "l2sq_f16", h.view(np.uint16))):
+        got = k(isa, op, a, yy, rows)
+        want = np.array([k("scalar", one, a, yy[r]) for r in rows], np.float32)
+        assert got.dtype == np.float32 and got.shape == (n,)
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+        cont = k(isa, op, a, yy[:n], None)
+        want_c = np.array([k("scalar", one, a, yy[r]) for r in range(n)], np.float32)
+        np.testing.assert_array_equal(cont.view(np.uint32), want_c.view(np.uint32))
+    with pytest.raises(Exception, match="rows out of range"):
+        k(isa, "l2sq_f32_rows", a, y, np.array([len(y)], np.int32))
+
+
+@pytest.mark.parametrize("isa", ISAS)
 @pytest.mark.parametrize(
     "op,args",
     [

@@ -133,7 +133,8 @@ private:
 
 py::tuple py_greedy_coreset(const py::array& features, long long n_select, long long proj_dim,
                                             long long n_starts, std::uint64_t seed, int threads,
-                                            std::optional<py::function> progress, const std::string& storage) {
+                                            std::optional<py::function> progress, const std::string& storage,
+                                            const std::string& bound) {
     check_array<float>(features, "features", 2);
     check_threads(threads);
     const auto n = static_cast<std::size_t>(features.shape(0)), d = static_cast<std::size_t>(features.shape(1));
@@ -147,6 +148,11 @@ py::tuple py_greedy_coreset(const py::array& features, long long n_select, long 
     else if (storage == "float16") st = CoresetStorage::Float16;
     else if (storage == "int8") st = CoresetStorage::Int8;
     else throw InvalidInput("storage must be 'float32', 'float16' or 'int8'; got '" + storage + "'");
+    SubspaceBoundMode bm;
+    if (bound == "auto") bm = SubspaceBoundMode::Auto;
+    else if (bound == "on") bm = SubspaceBoundMode::On;
+    else if (bound == "off") bm = SubspaceBoundMode::Off;
+    else throw InvalidInput("bound must be 'auto', 'on' or 'off'; got '" + bound + "'");
     py::array_t<std::int64_t> out(static_cast<std::size_t>(n_select));
     const float* x = static_cast<const float*>(features.data());
     std::int64_t* o = out.mutable_data();
@@ -157,7 +163,7 @@ py::tuple py_greedy_coreset(const py::array& features, long long n_select, long 
     try {
         py::gil_scoped_release nogil;
         greedy_coreset(x, n, d, static_cast<std::size_t>(n_select), static_cast<std::size_t>(proj_dim),
-                       static_cast<std::size_t>(n_starts), seed, threads, ctl, o, st, &info);
+                       static_cast<std::size_t>(n_starts), seed, threads, ctl, o, st, &info, bm);
     } catch (const Cancelled&) {
         poll.rethrow();
         throw;
@@ -171,6 +177,7 @@ py::tuple py_greedy_coreset(const py::array& features, long long n_select, long 
     if (info.storage == CoresetStorage::Int8) d_info["int8_scale"] = info.int8_scale;
     d_info["isa"] = std::string(info.isa);
     d_info["rows_computed"] = rows;
+    d_info["bound_dims"] = info.bound_dims;
     return py::make_tuple(out, d_info);
 }
 
@@ -201,6 +208,33 @@ py::object kernel_call(const std::string& isa, const std::string& op, py::args a
         auto pb = data_of<std::uint16_t>(b, "b", 1);
         if (b.shape(0) != a.shape(0)) throw InvalidInput("a and b must have the same length");
         return py::float_(K.l2sq_f16(pa, pb, a.shape(0)));
+    }
+    if (op == "l2sq_f32_rows" || op == "l2sq_f16_rows") {  // a (d,), y (m, d), rows (n,) int32 or None
+        const py::array a = arr(0), y = arr(1);
+        auto pa = data_of<float>(a, "a", 1);
+        const bool f16 = op == "l2sq_f16_rows";
+        if (f16)
+            check_array<std::uint16_t>(y, "y", 2);
+        else
+            check_array<float>(y, "y", 2);
+        const std::size_t d = a.shape(0), m = y.shape(0);
+        if (static_cast<std::size_t>(y.shape(1)) != d) throw InvalidInput("y must have a's length per row");
+        const std::int32_t* pr = nullptr;
+        std::size_t n = m;
+        py::array rows;
+        if (args.size() > 2 && !args[2].is_none()) {
+            rows = arr(2);
+            pr = data_of<std::int32_t>(rows, "rows", 1);
+            n = rows.shape(0);
+            for (std::size_t j = 0; j < n; ++j)
+                if (pr[j] < 0 || static_cast<std::size_t>(pr[j]) >= m) throw InvalidInput("rows out of range");
+        }
+        py::array_t<float> out(n);
+        if (f16)
+            K.l2sq_f16_rows(pa, static_cast<const std::uint16_t*>(y.data()), d, pr, n, out.mutable_data());
+        else
+            K.l2sq_f32_rows(pa, static_cast<const float*>(y.data()), d, pr, n, out.mutable_data());
+        return std::move(out);
     }
     if (op == "f16_to_f32") {
         const py::array a = arr(0);
@@ -516,7 +550,8 @@ PYBIND11_MODULE(_core, m) {
         .def_property_readonly("memory_bytes", &PyLocalGaussianBank::memory_bytes);
 
     m.def("greedy_coreset", &py_greedy_coreset, py::arg("features"), py::arg("n_select"), py::arg("proj_dim"),
-          py::arg("n_starts"), py::arg("seed"), py::arg("threads"), py::arg("progress") = py::none(), py::arg("storage") = "float32");
+          py::arg("n_starts"), py::arg("seed"), py::arg("threads"), py::arg("progress") = py::none(), py::arg("storage") = "float32",
+          py::arg("bound") = "auto");
     m.def("projection_matrix", [](std::size_t dim, std::size_t proj_dim, std::uint64_t seed) {
         if (dim == 0 || proj_dim == 0) throw InvalidInput("dim and proj_dim must be >= 1");
         const std::vector<float> p = projection_matrix(dim, proj_dim, seed);

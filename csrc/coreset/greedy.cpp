@@ -14,6 +14,7 @@
 #include "../common/errors.h"
 #include "../kernels/kernels.h"
 #include "random.h"
+#include "subspace_bound.h"
 
 namespace npad {
 
@@ -101,6 +102,10 @@ struct F32Rows {
     const Kernels* K;
     void load(std::size_t i, float* q) const { std::copy(y + i * pd, y + (i + 1) * pd, q); }
     float l2sq(const float* q, std::size_t i) const { return K->l2sq_f32(y + i * pd, q, pd); }
+    // out[j] = l2sq(q, i0 + rows[j]) (rows == nullptr: i0 + j), j < n.
+    void l2sq_rows(const float* q, std::size_t i0, const std::int32_t* rows, std::size_t n, float* out) const {
+        K->l2sq_f32_rows(q, y + i0 * pd, pd, rows, n, out);
+    }
     using Elem = float;
     void copy_row(std::size_t i, Elem* dst) const { std::copy(y + i * pd, y + (i + 1) * pd, dst); }
     F32Rows with_base(const Elem* b) const { return {b, pd, K}; }
@@ -112,15 +117,32 @@ struct F16Rows {
     const Kernels* K;
     void load(std::size_t i, float* q) const { K->f16_to_f32(y + i * pd, q, pd); }
     float l2sq(const float* q, std::size_t i) const { return K->l2sq_f16(q, y + i * pd, pd); }
+    void l2sq_rows(const float* q, std::size_t i0, const std::int32_t* rows, std::size_t n, float* out) const {
+        K->l2sq_f16_rows(q, y + i0 * pd, pd, rows, n, out);
+    }
     using Elem = std::uint16_t;
     void copy_row(std::size_t i, Elem* dst) const { std::copy(y + i * pd, y + (i + 1) * pd, dst); }
     F16Rows with_base(const Elem* b) const { return {b, pd, K}; }
 };
 
+// Coordinates per row of the subspace bound, and the smallest selection that builds it (its
+// setup, ~10 ms for 40k x 128 rows, is not repaid by short runs).
+constexpr std::size_t kBoundDims = 16;
+constexpr std::size_t kBoundMinSelect = 1024;
+
 template <class Rows>
 void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_select, std::size_t n_starts,
                 std::uint64_t seed, int threads, Control& ctl, std::int64_t* out,
-                std::vector<std::int64_t>* rows_computed) {
+                std::vector<std::int64_t>* rows_computed, SubspaceBoundMode mode, std::size_t* bound_dims) {
+    // The subspace bound (subspace_bound.h): a row that passes the triangle bound is still
+    // skipped if its k coordinates are far enough from the new center's. Exact, as the
+    // triangle bound: the same selection with or without it.
+    SubspaceBound zb;
+    const bool want = mode == SubspaceBoundMode::On || (mode == SubspaceBoundMode::Auto && n_select >= kBoundMinSelect);
+    if (want && pd >= 2 * kBoundDims && pd <= 4096)
+        zb = subspace_bound([&](std::size_t i, float* o) { Y.load(i, o); }, n, pd, kBoundDims, threads);
+    const std::size_t zk = zb.k;
+    if (bound_dims) *bound_dims = zk;
     const std::vector<std::int64_t> starts = start_indices(n, n_starts, seed);
     std::vector<float> score(n);
     constexpr float kNegInf = -std::numeric_limits<float>::infinity();
@@ -148,6 +170,9 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
     // when the bound skips ~99% of Phase B's distances).
     avector<typename Rows::Elem> crows(n_select * pd);
     const Rows C = Y.with_base(crows.data());
+    // With the subspace bound: the centers' coordinates, in selection order, and per step the
+    // squared coordinate distances from the new point to them (each worker its own range).
+    avector<float> czs(zk ? n_select * zk : 0), czd(zk ? n_select : 0);
     SpinBarrier barrier(T);
     constexpr float kMargin = 2.f * (1.f + 1e-4f);
     // Work counter: rows computed in Phase B, per worker and step (summed at the end).
@@ -157,6 +182,10 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
         const std::size_t lo = n * t / T, hi = n * (t + 1) / T;
         avector<float> q(pd);
         std::vector<std::int32_t> need(std::min(kScanChunk, hi - lo));
+        std::vector<float> dist(need.size());
+        std::vector<float> zdist(zk ? need.size() : 0);
+        std::vector<std::int32_t> clist(zk ? n_select / T + 2 : 0);
+        std::vector<float> cdist(clist.size());
         Best best{kNegInf, std::numeric_limits<std::int64_t>::max()};
         // Initial score: mean distance to the start points, summed in start order.
         std::fill(score.begin() + lo, score.begin() + hi, 0.f);
@@ -185,10 +214,31 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
             if (s + 1 == n_select) break;
             Y.load(sel, q.data());
             if (t == 0) Y.copy_row(sel, crows.data() + s * pd);
+            if (t == 0 && zk) std::copy(zb.z.data() + sel * zk, zb.z.data() + (sel + 1) * zk, czs.data() + s * zk);
             // Phase A: distances from the new point to the earlier centers, split over workers.
-            if (s > 0) {
+            if (s > 0 && zk == 0) {
                 const std::size_t c0 = s * t / T, c1 = s * (t + 1) / T;
-                for (std::size_t c = c0; c < c1; ++c) dcs[c] = std::sqrt(C.l2sq(q.data(), c));
+                C.l2sq_rows(q.data(), c0, nullptr, c1 - c0, dcs.data() + c0);
+                for (std::size_t c = c0; c < c1; ++c) dcs[c] = std::sqrt(dcs[c]);
+                barrier.wait();
+            } else if (s > 0) {
+                // Only the centers the coordinates cannot place beyond kMargin x the largest
+                // live score (the winner's, win.v) get their distance; the others get +inf,
+                // which the scan treats exactly as it would their distance: every live row
+                // centered there is skipped either way (subspace_bound.h; the need lists, and
+                // so everything after, are the same as without the bound).
+                const std::size_t c0 = s * t / T, c1 = s * (t + 1) / T;
+                K.l2sq_f32_rows(zb.z.data() + sel * zk, czs.data() + c0 * zk, zk, nullptr, c1 - c0, czd.data() + c0);
+                const float thr = zb.skip_threshold(kMargin * win.v * (1.f + 2e-4f));
+                std::size_t m = 0;
+                for (std::size_t c = c0; c < c1; ++c) {
+                    if (czd[c] >= thr)
+                        dcs[c] = std::numeric_limits<float>::infinity();
+                    else
+                        clist[m++] = static_cast<std::int32_t>(c - c0);
+                }
+                C.l2sq_rows(q.data(), c0, clist.data(), m, cdist.data());
+                for (std::size_t j = 0; j < m; ++j) dcs[c0 + static_cast<std::size_t>(clist[j])] = std::sqrt(cdist[j]);
                 barrier.wait();
             }
             // Phase B: update the owned scores, skipping points the bound rules out. Per chunk
@@ -201,12 +251,23 @@ void run_greedy(const Rows& Y, std::size_t n, std::size_t pd, std::size_t n_sele
             std::int64_t ncomp = 0;
             for (std::size_t a = lo; a < hi; a += kScanChunk) {
                 const std::size_t m = std::min(kScanChunk, hi - a);
-                const std::size_t nn = K.greedy_need_f32(score.data() + a, center.data() + a, dcs.data(), kMargin, m,
+                std::size_t nn = K.greedy_need_f32(score.data() + a, center.data() + a, dcs.data(), kMargin, m,
                                                          need.data());
+                if (zk) {
+                    // the subspace bound: keep (in order) the listed rows it does not rule out
+                    K.l2sq_f32_rows(zb.z.data() + sel * zk, zb.z.data() + a * zk, zk, need.data(), nn, zdist.data());
+                    std::size_t kept = 0;
+                    for (std::size_t j = 0; j < nn; ++j) {
+                        const std::int32_t r = need[j];
+                        if (!(zdist[j] >= zb.skip_threshold(score[a + static_cast<std::size_t>(r)]))) need[kept++] = r;
+                    }
+                    nn = kept;
+                }
                 ncomp += static_cast<std::int64_t>(nn);
+                Y.l2sq_rows(q.data(), a, need.data(), nn, dist.data());
                 for (std::size_t j = 0; j < nn; ++j) {
                     const std::size_t i = a + static_cast<std::size_t>(need[j]);
-                    const float dd = std::sqrt(Y.l2sq(q.data(), i));
+                    const float dd = std::sqrt(dist[j]);
                     if (dd < score[i]) {
                         score[i] = dd;
                         center[i] = sc;
@@ -483,7 +544,8 @@ void check_rows(const float* y, std::size_t n, std::size_t d, const char* what, 
 
 void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::size_t n_select,
                     std::size_t proj_dim, std::size_t n_starts, std::uint64_t seed, int threads,
-                    Control& ctl, std::int64_t* out, CoresetStorage storage, CoresetInfo* info) {
+                    Control& ctl, std::int64_t* out, CoresetStorage storage, CoresetInfo* info,
+                    SubspaceBoundMode bound) {
     if (n == 0) throw InvalidInput("features must hold at least one row; got 0");
     if (n_select == 0 || n_select > n)
         throw InvalidInput("n_select must be in [1, " + std::to_string(n) + "]; got " + std::to_string(n_select));
@@ -508,6 +570,7 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
         check_rows(y, n, pd, "projected features", threads, false);
     }
     std::vector<std::int64_t>* counts = info ? &info->rows_computed : nullptr;
+    std::size_t* bdims = info ? &info->bound_dims : nullptr;
     if (info) info->isa = K.name;
     if (storage == CoresetStorage::Float16) {
         // Rounded once (to nearest even). A value beyond the float16 range (|y| > 65504)
@@ -522,7 +585,8 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
             if (info) info->storage = CoresetStorage::Float16;
             ctl.maybe_poll(0, n_select, true);
             ctl.throw_if_stopped();
-            run_greedy(F16Rows{y16.data(), pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out, counts);
+            run_greedy(F16Rows{y16.data(), pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out, counts, bound,
+                       bdims);
             storage = CoresetStorage::Float16;
         } else {
             storage = CoresetStorage::Float32;
@@ -543,7 +607,7 @@ void greedy_coreset(const float* features, std::size_t n, std::size_t d, std::si
         if (info) info->storage = CoresetStorage::Float32;
         ctl.maybe_poll(0, n_select, true);
         ctl.throw_if_stopped();
-        run_greedy(F32Rows{y, pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out, counts);
+        run_greedy(F32Rows{y, pd, &K}, n, pd, n_select, n_starts, seed, threads, ctl, out, counts, bound, bdims);
     }
     ctl.throw_if_stopped();
     ctl.maybe_poll(n_select, n_select, true);

@@ -10,6 +10,7 @@
 #include "fma_gather_dots.h"
 #include "fp16.h"
 #include "i8_step.h"
+#include "l2_rows.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
 #include "tri_pass.h"
@@ -217,6 +218,10 @@ const Kernels kAvx2 = {
     aa_rows_u8,
     aa_cols_f32,
     tri_cols_matvec,
+    nullptr,  // greedy_need_f32, argmax_f32: the oracle's
+    nullptr,
+    l2sq_rows_loop<float, l2sq_f32>,
+    l2sq_rows_loop<std::uint16_t, l2sq_f16>,
 };
 
 }  // namespace

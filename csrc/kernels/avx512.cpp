@@ -60,6 +60,74 @@ float l2sq_f16(const float* a, const std::uint16_t* b, std::size_t d) {
     return reduce16(s);
 }
 
+// Many pairs (kernels.h: l2sq_f32_rows / l2sq_f16_rows), 16 rows at a time: each row has its
+// own accumulator in the one-pair kernel's lane order, and the 16 accumulators are reduced
+// together (reduce16x16) with exactly reduce16's pairings; listed rows (the coreset's sparse
+// ones) are prefetched a group ahead, as their addresses are known.
+template <class B>
+inline __m512 load_row(const B* p, __mmask16 m);
+template <>
+inline __m512 load_row<float>(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+template <>
+inline __m512 load_row<std::uint16_t>(const std::uint16_t* p, __mmask16 m) { return load_f16(p, m); }
+
+// out[r] = reduce16(s[r]) for r < 16, bit for bit: every add below is one of reduce16's,
+// (j, j + 8), then (j, j + 4), (j, j + 2), (0, 1), on the same operands; the shuffles only
+// bring the operands of four or eight rows into one register. The last vector holds row
+// k + 4 m at position 4 k + m, put back in row order by the final permutation.
+inline __m512 reduce16x16(const __m512* s) {
+    __m512 u[8], v[4], w[2];
+    for (int i = 0; i < 8; ++i)  // rows 2i, 2i+1: lanes j + (j + 8), 8 each
+        u[i] = _mm512_add_ps(_mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_f32x4(s[2 * i], s[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    for (int i = 0; i < 4; ++i)  // rows 4i..4i+3, one per 128-bit lane: j + (j + 4), 4 each
+        v[i] = _mm512_add_ps(_mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_f32x4(u[2 * i], u[2 * i + 1], _MM_SHUFFLE(3, 1, 3, 1)));
+    for (int i = 0; i < 2; ++i)  // 128-bit lane k: rows 8i + k, 8i + 4 + k: j + (j + 2), 2 each
+        w[i] = _mm512_add_ps(_mm512_shuffle_ps(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(1, 0, 1, 0)),
+                             _mm512_shuffle_ps(v[2 * i], v[2 * i + 1], _MM_SHUFFLE(3, 2, 3, 2)));
+    // 128-bit lane k: rows k, 4 + k, 8 + k, 12 + k: 0 + 1
+    const __m512 r = _mm512_add_ps(_mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(2, 0, 2, 0)),
+                                   _mm512_shuffle_ps(w[0], w[1], _MM_SHUFFLE(3, 1, 3, 1)));
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_ps(order, r);
+}
+
+template <class B, float (*Pair)(const float*, const B*, std::size_t)>
+void l2sq_rows16(const float* a, const B* y, std::size_t d, const std::int32_t* rows, std::size_t n, float* out) {
+    constexpr std::size_t kG = 16;
+    const std::size_t bytes = d * sizeof(B);
+    auto row = [&](std::size_t j) { return y + (rows ? static_cast<std::size_t>(rows[j]) : j) * d; };
+    auto prefetch_group = [&](std::size_t j0) {
+        if (rows == nullptr) return;  // contiguous rows: the hardware prefetcher sees them
+        for (std::size_t j = j0; j < std::min(n, j0 + kG); ++j) {
+            const char* p = reinterpret_cast<const char*>(row(j));
+            for (std::size_t o = 0; o < bytes; o += 64) _mm_prefetch(p + o, _MM_HINT_T0);
+        }
+    };
+    prefetch_group(0);
+    std::size_t j = 0;
+    for (; j + kG <= n; j += kG) {
+        prefetch_group(j + kG);
+        const B* r[kG];
+        __m512 s[kG];
+        for (std::size_t u = 0; u < kG; ++u) {
+            r[u] = row(j + u);
+            s[u] = _mm512_setzero_ps();
+        }
+        for (std::size_t i = 0; i < d; i += 16) {
+            const __mmask16 m = tail_mask(d - i);
+            const __m512 q = _mm512_maskz_loadu_ps(m, a + i);
+            for (std::size_t u = 0; u < kG; ++u) {
+                const __m512 t = _mm512_sub_ps(q, load_row(r[u] + i, m));
+                s[u] = _mm512_add_ps(s[u], _mm512_mul_ps(t, t));
+            }
+        }
+        _mm512_storeu_ps(out + j, reduce16x16(s));
+    }
+    for (; j < n; ++j) out[j] = Pair(a, row(j), d);
+}
+
 void f16_to_f32(const std::uint16_t* src, float* dst, std::size_t n) {
     for (std::size_t i = 0; i < n; i += 16) {
         const __mmask16 m = tail_mask(n - i);
@@ -232,8 +300,12 @@ std::size_t greedy_need_f32(const float* score, const std::int32_t* center, cons
         const __mmask16 nd = valid & static_cast<__mmask16>(~skip);
         if (nd) {
             const __m512i idx = _mm512_add_epi32(lane, _mm512_set1_epi32(static_cast<std::int32_t>(i)));
-            _mm512_mask_compressstoreu_epi32(need + m, nd, idx);
-            m += static_cast<std::size_t>(__builtin_popcount(nd));
+            // Compress in a register, then a masked store of the popcount lanes: the memory
+            // form of VPCOMPRESSD is microcoded and slow on AMD Zen 4.
+            const unsigned cnt = static_cast<unsigned>(__builtin_popcount(nd));
+            _mm512_mask_storeu_epi32(need + m, static_cast<__mmask16>((1u << cnt) - 1u),
+                                     _mm512_maskz_compress_epi32(nd, idx));
+            m += cnt;
         }
     }
     return greedy_need_rows(score, center, dcs, margin, i, n, need, m);
@@ -280,6 +352,8 @@ const Kernels kAvx512 = {
     tri_cols_matvec,
     greedy_need_f32,
     argmax_f32,
+    l2sq_rows16<float, l2sq_f32>,
+    l2sq_rows16<std::uint16_t, l2sq_f16>,
 };
 
 }  // namespace

@@ -79,6 +79,8 @@ Kernels completed(const Kernels* k) {
     if (!t.tri_cols_matvec) t.tri_cols_matvec = s.tri_cols_matvec;
     if (!t.greedy_need_f32) t.greedy_need_f32 = s.greedy_need_f32;
     if (!t.argmax_f32) t.argmax_f32 = s.argmax_f32;
+    if (!t.l2sq_f32_rows) t.l2sq_f32_rows = s.l2sq_f32_rows;
+    if (!t.l2sq_f16_rows) t.l2sq_f16_rows = s.l2sq_f16_rows;
     return t;
 }
 

@@ -137,6 +137,15 @@ struct Kernels {
     std::size_t (*greedy_need_f32)(const float* score, const std::int32_t* center, const float* dcs,
                                    float margin, std::size_t n, std::int32_t* need);
     void (*argmax_f32)(const float* x, std::size_t n, float* best_v, std::int64_t* best_i);
+
+    // Many pairs against one a: out[j] = l2sq_f32(a, y + r_j * d, d) (l2sq_f16 for float16
+    // rows), r_j = rows[j], or j when rows == nullptr, for j < n: the same bits as the one-pair
+    // kernel (the greedy coreset's distances). A set may interleave rows and prefetch listed
+    // ones; l2_rows.h is the plain loop.
+    void (*l2sq_f32_rows)(const float* a, const float* y, std::size_t d, const std::int32_t* rows, std::size_t n,
+                          float* out);
+    void (*l2sq_f16_rows)(const float* a, const std::uint16_t* y, std::size_t d, const std::int32_t* rows,
+                          std::size_t n, float* out);
 };
 
 // Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.

@@ -10,6 +10,7 @@
 #include <cstring>
 
 #include "fp16.h"
+#include "l2_rows.h"
 
 namespace npad {
 namespace {
@@ -162,6 +163,10 @@ const Kernels kNeon = {
     // Compact tiles and re-rank dots: none native here; dispatch completes them with the
     // scalar oracle's (bit-identical by definition).
     nullptr,    nullptr,          nullptr,
+    // l2_i8_blocks .. argmax_f32: the oracle's
+    nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr,
+    l2sq_rows_loop<float, l2sq_f32>,
+    l2sq_rows_loop<std::uint16_t, l2sq_f16>,
 };
 
 }  // namespace

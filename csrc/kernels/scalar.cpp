@@ -9,6 +9,7 @@
 #include "greedy_scan.h"
 #include "i8_step.h"
 #include "kernels.h"
+#include "l2_rows.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
 #include "tri_pass.h"
@@ -201,6 +202,8 @@ const Kernels kScalar = {
     tri_cols_matvec,
     greedy_need_f32,
     argmax_f32,
+    l2sq_rows_loop<float, l2sq_f32>,
+    l2sq_rows_loop<std::uint16_t, l2sq_f16>,
 };
 
 }  // namespace

@@ -48,6 +48,31 @@ void check(const Kernels& S, const Kernels& K) {
         expect(std::memcmp(&x, &y, 4) == 0, K.name, "l2sq_f32", d);
         const float u = S.l2sq_f16(a.data(), h.data(), d), w = K.l2sq_f16(a.data(), h.data(), d);
         expect(std::memcmp(&u, &w, 4) == 0, K.name, "l2sq_f16", d);
+        {
+            // many pairs: 37 rows (two groups of 16 and a tail), listed in a scattered order
+            const std::size_t m = 37;
+            std::vector<float> y(m * d), r1(m), r2(m), c1(m), c2(m);
+            for (auto& v : y) v = 2 * nd(gen);
+            std::vector<std::uint16_t> y16(m * d);
+            S.f32_to_f16(y.data(), y16.data(), m * d);
+            std::vector<std::int32_t> rows(m);
+            for (std::size_t j = 0; j < m; ++j) rows[j] = static_cast<std::int32_t>((j * 11) % m);
+            S.l2sq_f32_rows(a.data(), y.data(), d, rows.data(), m, r1.data());
+            K.l2sq_f32_rows(a.data(), y.data(), d, rows.data(), m, r2.data());
+            S.l2sq_f32_rows(a.data(), y.data(), d, nullptr, m, c1.data());
+            K.l2sq_f32_rows(a.data(), y.data(), d, nullptr, m, c2.data());
+            bool ok = same_bits(r1.data(), r2.data(), m) && same_bits(c1.data(), c2.data(), m);
+            for (std::size_t j = 0; j < m; ++j) {
+                const float one = S.l2sq_f32(a.data(), y.data() + rows[j] * d, d);
+                ok = ok && std::memcmp(&one, &r1[j], 4) == 0;
+            }
+            expect(ok, K.name, "l2sq_f32_rows", d);
+            S.l2sq_f16_rows(a.data(), y16.data(), d, rows.data(), m, r1.data());
+            K.l2sq_f16_rows(a.data(), y16.data(), d, rows.data(), m, r2.data());
+            S.l2sq_f16_rows(a.data(), y16.data(), d, nullptr, m, c1.data());
+            K.l2sq_f16_rows(a.data(), y16.data(), d, nullptr, m, c2.data());
+            expect(same_bits(r1.data(), r2.data(), m) && same_bits(c1.data(), c2.data(), m), K.name, "l2sq_f16_rows", d);
+        }
 
         // tile: packed queries [d][12], panel [d][32] (64-byte aligned, as the index packs it).
         std::vector<float> qp(d * kMR);
