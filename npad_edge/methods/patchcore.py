@@ -13,6 +13,7 @@ implementations, so the fraction is the softmax weight of m*).
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Mapping
 
 import numpy as np
@@ -188,19 +189,36 @@ class PatchCore(AnomalyMethod):
     @staticmethod
     def _pool(rows: np.ndarray, n_images: int, pool: int, greedy: dict, progress: ProgressFn | None) -> np.ndarray:
         """First stage of the two-stage selection: each image's greedy k-centers, pooled in
-        row order -> (<= pool, D) float32 (see ``coreset_pool``)."""
+        row order -> (<= pool, D) float32 (see ``coreset_pool``). The images are independent:
+        they run one thread each, ``search.default_threads()`` images at a time (the same
+        rows as one after the other)."""
         per_image = rows.shape[0] // n_images
         take = min(per_image, -(-pool // n_images))
-        keep = []
-        for i in range(n_images):
-            own = rows[i * per_image:(i + 1) * per_image]
+
+        def own(i: int) -> np.ndarray:
             if take >= per_image:
-                idx = np.arange(per_image)
-            else:
-                idx = np.sort(np.asarray(search.greedy_coreset(own, take, threads=1, **greedy)))
-            keep.append(i * per_image + idx)
-            if progress is not None:
-                progress("coreset pool", i + 1, n_images)
+                return i * per_image + np.arange(per_image)
+            part = rows[i * per_image:(i + 1) * per_image]
+            return i * per_image + np.sort(np.asarray(search.greedy_coreset(part, take, threads=1, **greedy)))
+
+        workers = max(1, min(search.default_threads(), n_images))
+        keep = []
+        if workers == 1 or take >= per_image:
+            for i in range(n_images):
+                keep.append(own(i))
+                if progress is not None:
+                    progress("coreset pool", i + 1, n_images)
+        else:
+            ex = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="npad-coreset-pool")
+            try:
+                futures = [ex.submit(own, i) for i in range(n_images)]
+                for i, f in enumerate(futures):
+                    keep.append(f.result())
+                    if progress is not None:
+                        progress("coreset pool", i + 1, n_images)
+            finally:
+                # an error, Ctrl-C or a progress exception: the images not started are dropped
+                ex.shutdown(wait=True, cancel_futures=True)
         return np.ascontiguousarray(rows[np.concatenate(keep)])
 
     def _set_bank(self, stored: np.ndarray, seed: int = 0) -> None:

@@ -147,26 +147,34 @@ def patchcore_plan(n_rows: int):
     return dict(n_select=n_select, pool=pool, proj_dim=s["coreset_proj_dim"], n_starts=s["coreset_starts"])
 
 
-def two_stage(rows: np.ndarray, n_images: int, greedy, plan, seed: int = 0):
+def two_stage(rows: np.ndarray, n_images: int, greedy, plan, seed: int = 0, image_workers: int = 1):
     """PatchCore._fit / _pool with ``greedy(rows, n_select, threads) -> indices``: returns
-    (bank row indices into ``rows`` in selection order, per-stage seconds, per-stage info)."""
+    (bank row indices into ``rows`` in selection order, per-stage seconds, per-stage info).
+    ``image_workers`` > 1 runs the per-image first stage that many images at a time, one thread
+    each, as PatchCore._pool does (npad); the numpy rows keep one image at a time with BLAS on
+    THREADS threads."""
     times, infos = {}, {}
     ids = np.arange(rows.shape[0])
     t = time.perf_counter()
     if plan["pool"] is not None:
         per_image = rows.shape[0] // n_images
         take = min(per_image, -(-plan["pool"] // n_images))
-        keep, computed = [], 0
-        for i in range(n_images):
-            own = rows[i * per_image:(i + 1) * per_image]
+
+        def own(i):
+            part = rows[i * per_image:(i + 1) * per_image]
             if take >= per_image:
-                idx = np.arange(per_image)
-            else:
-                idx, info = greedy(own, take, 1)
-                computed += int(np.sum(info.get("rows_computed", [0])))
-                idx = np.sort(np.asarray(idx))
-            keep.append(i * per_image + idx)
-        ids = np.concatenate(keep)
+                return np.arange(per_image), 0
+            idx, info = greedy(part, take, 1)
+            return np.sort(np.asarray(idx)), int(np.sum(info.get("rows_computed", [0])))
+
+        if image_workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+            with ThreadPoolExecutor(image_workers) as ex:
+                parts = list(ex.map(own, range(n_images)))
+        else:
+            parts = [own(i) for i in range(n_images)]
+        ids = np.concatenate([i * per_image + idx for i, (idx, _) in enumerate(parts)])
+        computed = sum(c for _, c in parts)
         rows = np.ascontiguousarray(rows[ids])
         infos["pool"] = {"rows": int(rows.shape[0]), "take_per_image": int(take), "rows_computed": computed,
                          "ids": ids}
@@ -289,11 +297,17 @@ def greedy_for(impl: str, plan):
     return numpy_greedy(storage, plan, exact=impl.startswith("numpy-exact"))
 
 
+def image_workers(impl: str) -> int:
+    """npad's first stage runs THREADS images at a time, as PatchCore._pool does."""
+    return THREADS if impl.startswith("npad") else 1
+
+
 def npad_result(c, impl: str):
     """npad's selection for ``impl`` from this run, or computed now (untimed) when the npad row
     was deselected."""
     if impl not in c["results"]:
-        c["results"][impl] = two_stage(c["rows"], c["feats"].shape[0], greedy_for(impl, c["plan"]), c["plan"])[0]
+        c["results"][impl] = two_stage(c["rows"], c["feats"].shape[0], greedy_for(impl, c["plan"]), c["plan"],
+                                       image_workers=image_workers(impl))[0]
     return c["results"][impl]
 
 
@@ -328,7 +342,7 @@ def test_coreset_real(benchmark, category, impl):
 
     def run():
         with threadpoolctl.threadpool_limits(THREADS):
-            out = two_stage(rows, n_images, greedy, plan)
+            out = two_stage(rows, n_images, greedy, plan, image_workers=image_workers(impl))
         runs.append(out)
         return out
 
@@ -351,7 +365,8 @@ def test_coreset_real(benchmark, category, impl):
         # triangle bound) per step, final stage: all steps, first and last eighth; pool stage.
         r = np.asarray(infos["final"]["rows_computed"][:-1], np.float64) / e.get("pool_rows", rows.shape[0])
         k = max(1, len(r) // 8)
-        e.update(run_isa=infos["final"].get("isa"), rows_computed_all=float(r.mean()),
+        e.update(run_isa=infos["final"].get("isa"), bound_dims=infos["final"].get("bound_dims"),
+                 rows_computed_all=float(r.mean()),
                  rows_computed_first8=float(r[:k].mean()), rows_computed_last8=float(r[-k:].mean()))
         if "pool" in infos:
             per_image = rows.shape[0] // n_images
