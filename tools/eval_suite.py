@@ -16,6 +16,11 @@ size, and the mean over categories per method.
 ``--set METHOD:k=v,k=v`` overrides method settings (for lever runs); ``--image-size`` is the
 short side (or HxW) as on the CLI. Each fit runs in this process, one after the other; fit peak
 RSS is therefore the process's running maximum (read it per row in run order).
+
+A category without masks has no pixel metrics ("-" in the table; the mean of a metric is over
+the categories that have it, and says over how many). A category whose fit or evaluation fails
+gets a row with the one-line reason and the suite goes on with the others; the exit status is
+then 1.
 """
 
 from __future__ import annotations
@@ -52,6 +57,36 @@ def parse_sets(items) -> dict:
     return out
 
 
+def pct(v) -> str:
+    """A metric in % with two decimals, "-" when undefined (no masks, a single class)."""
+    return "-" if v is None else f"{100 * v:.2f}"
+
+
+def num(v, fmt: str) -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def result_line(row: dict) -> str:
+    if row.get("error"):
+        return f"| {row['category']} | {row['method']} | - | failed: {row['error']} | | | | | | | |"
+    return (f"| {row['category']} | {row['method']} | {row['hw']} | {pct(row['image_auroc'])} | "
+            f"{pct(row['pixel_auroc'])} | {pct(row['pro'])} | {num(row['fit_s'], '.0f')} | "
+            f"{num(row['rss_mb'], '.0f')} | {num(row['ms'], '.1f')} | {row['bank']} | {row['eval_resolution']} |")
+
+
+def mean_line(method: str, rows: list[dict]) -> str:
+    """Per metric, the mean over the rows that have it, with the count when some lack it."""
+    ok = [r for r in rows if not r.get("error")]
+    cells = []
+    for k in ("image_auroc", "pixel_auroc", "pro"):
+        vals = [r[k] for r in ok if r.get(k) is not None]
+        cell = pct(float(np.mean(vals))) if vals else "-"
+        if vals and len(vals) < len(rows):
+            cell += f" ({len(vals)} of {len(rows)})"
+        cells.append(cell)
+    return f"| **mean** ({len(rows)} categories) | {method} | | {cells[0]} | {cells[1]} | {cells[2]} | | | | | |"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=SHARED)
@@ -82,59 +117,66 @@ def main(argv=None) -> int:
     lines = [head]
     print(head, flush=True)
     results: dict[str, list[dict]] = {}
+    failed = 0
     for cat in categories(args.data) if (args.data / "train").exists() is False else [args.data]:
         for method in args.methods.split(","):
-            kw: dict = dict(method=method, seed=args.seed, overwrite=True, progress=True,
-                            method_settings=sets.get(method) or None)
-            if args.image_size:
-                from npad_edge.data.geometry import parse_image_size
-                kw["image_size"] = parse_image_size(args.image_size)
-            if args.taps:
-                kw["taps"] = args.taps.split(",")
-            if args.backbone:
-                kw["backbone"] = args.backbone
-            if args.exposure:
-                kw["exposure"] = args.exposure
-            if args.resize_on:
-                kw["resize_on"] = args.resize_on
-            out = work / f"{cat.name}_{method}"
-            path = fit_model(cat, out, **kw)
-            if args.export:
-                from npad_edge.export import export_model
-                exp = work / f"{cat.name}_{method}_{args.export}"
-                ekw = {"precision": args.export, "overwrite": True}
-                if args.export == "int8":
-                    ekw["calib"] = cat / "train" / "good"
-                path = export_model(path, exp, **ekw)
-            man = artifact.read_manifest(path)
-            res = evaluate_model(path, cat, progress=True)
-            m = res.metrics
-            fs = man.extra.get("fit_seconds", {})
-            bank = man.extra.get("bank_size") or f"{man.extra.get('state_bytes', 0) / 2**20:.1f} MB"
-            hw = "x".join(str(v) for v in man.preprocess.image_size)
-            row = {"category": cat.name, "method": method, "hw": hw, "image_auroc": m["image_auroc"],
-                   "pixel_auroc": m["pixel_auroc"], "pro": m["pro"], "fit_s": fs.get("total"),
-                   "rss_mb": man.extra.get("peak_memory_mb", {}).get("rss"), "ms": res.timings["median_ms"],
-                   "bank": bank, "eval_resolution": m.get("eval_resolution"), "settings": man.method.settings,
-                   "export": args.export}
+            try:
+                row = run_one(cat, method, args, sets, work, fit_model, evaluate_model, artifact)
+            except Exception as e:  # one category's failure must not cost the others' rows
+                failed += 1
+                row = {"category": cat.name, "method": method, "error": f"{type(e).__name__}: {e}".splitlines()[0]}
             results.setdefault(method, []).append(row)
-            line = (f"| {cat.name} | {method} | {hw} | {100 * row['image_auroc']:.2f} | {100 * row['pixel_auroc']:.2f} | "
-                    f"{100 * row['pro']:.2f} | {row['fit_s']:.0f} | {row['rss_mb']:.0f} | {row['ms']:.1f} | {bank} | "
-                    f"{row['eval_resolution']} |")
+            line = result_line(row)
             lines.append(line)
             print(line, flush=True)
             if args.json:
                 with open(args.json, "a") as f:
                     f.write(json.dumps(row, default=str) + "\n")
     for method, rows in results.items():
-        mean = {k: float(np.mean([r[k] for r in rows])) for k in ("image_auroc", "pixel_auroc", "pro")}
-        line = (f"| **mean** ({len(rows)} categories) | {method} | | {100 * mean['image_auroc']:.2f} | "
-                f"{100 * mean['pixel_auroc']:.2f} | {100 * mean['pro']:.2f} | | | | | |")
+        line = mean_line(method, rows)
         lines.append(line)
         print(line, flush=True)
     if args.out:
         args.out.write_text("\n".join(lines) + "\n")
-    return 0
+    return 1 if failed else 0
+
+
+def run_one(cat: Path, method: str, args, sets: dict, work: Path, fit_model, evaluate_model, artifact) -> dict:
+    """Fit (and export) one method on one category and evaluate it -> the row of the table."""
+    kw: dict = dict(method=method, seed=args.seed, overwrite=True, progress=True,
+                    method_settings=sets.get(method) or None)
+    if args.image_size:
+        from npad_edge.data.geometry import parse_image_size
+        kw["image_size"] = parse_image_size(args.image_size)
+    if args.taps:
+        kw["taps"] = args.taps.split(",")
+    if args.backbone:
+        kw["backbone"] = args.backbone
+    if args.exposure:
+        kw["exposure"] = args.exposure
+    if args.resize_on:
+        kw["resize_on"] = args.resize_on
+    out = work / f"{cat.name}_{method}"
+    path = fit_model(cat, out, **kw)
+    if args.export:
+        from npad_edge.export import export_model
+        exp = work / f"{cat.name}_{method}_{args.export}"
+        ekw = {"precision": args.export, "overwrite": True}
+        if args.export == "int8":
+            ekw["calib"] = cat / "train" / "good"
+        path = export_model(path, exp, **ekw)
+    man = artifact.read_manifest(path)
+    res = evaluate_model(path, cat, progress=True)
+    m = res.metrics
+    fs = man.extra.get("fit_seconds", {})
+    bank = man.extra.get("bank_size") or f"{man.extra.get('state_bytes', 0) / 2**20:.1f} MB"
+    hw = "x".join(str(v) for v in man.preprocess.image_size)
+    row = {"category": cat.name, "method": method, "hw": hw, "image_auroc": m["image_auroc"],
+           "pixel_auroc": m["pixel_auroc"], "pro": m["pro"], "fit_s": fs.get("total"),
+           "rss_mb": man.extra.get("peak_memory_mb", {}).get("rss"), "ms": res.timings["median_ms"],
+           "bank": bank, "eval_resolution": m.get("eval_resolution"), "settings": man.method.settings,
+           "export": args.export}
+    return row
 
 
 if __name__ == "__main__":
