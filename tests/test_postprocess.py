@@ -176,3 +176,59 @@ def test_bench_torch_reference_900(benchmark):
         return F.interpolate(t, size=(900, 900), mode="bilinear", align_corners=False)
 
     benchmark(direct)
+
+
+# ----------------------------------------------------------------------------- the banded product
+
+
+@pytest.mark.parametrize("n_grid,n_model,n_out,sigma", [(40, 320, 900, 4.0), (46, 368, 517, 4.0), (7, 56, 56, 0.0),
+                                                         (2, 5, 9, 4.0), (1, 8, 13, 4.0), (32, 256, 200, 2.5)])
+def test_band_holds_every_nonzero_weight_of_the_operator(n_grid, n_model, n_out, sigma):
+    from npad_edge.postprocess import _axis_band, _axis_band_tap_major
+    op = axis_operator(n_grid, n_model, n_out, sigma)
+    idx, w = _axis_band(n_grid, n_model, n_out, sigma)
+    dense = np.zeros_like(op)
+    for t in range(idx.shape[1]):
+        np.add.at(dense, (np.arange(n_out), idx[:, t]), w[:, t])
+    np.testing.assert_array_equal(dense, op)   # the band is the operator, weight for weight
+    assert idx.shape[1] <= max(7, n_grid) and not idx.flags.writeable
+    ti, tw = _axis_band_tap_major(n_grid, n_model, n_out, sigma)
+    np.testing.assert_array_equal(ti, idx.T)
+    np.testing.assert_array_equal(tw, w.T)
+
+
+def test_banded_map_same_bits_on_every_isa_and_close_to_the_dense_product():
+    from npad_edge import search
+    p = (np.random.default_rng(3).random((2, 40, 46), dtype=np.float32) * 4).astype(np.float32)
+    maps = {}
+    try:
+        for isa in search.available_isas():
+            search.set_isa(isa)
+            maps[isa] = anomaly_maps(p, (320, 368), (900, 517), 4.0)
+    finally:
+        search.set_isa(None)
+    ref = maps["scalar"]
+    for isa, m in maps.items():
+        np.testing.assert_array_equal(m.view(np.uint32), ref.view(np.uint32), err_msg=isa)
+    ly, lx = axis_operator(40, 320, 900, 4.0).astype(np.float64), axis_operator(46, 368, 517, 4.0).astype(np.float64)
+    dense = np.stack([ly @ g.astype(np.float64) @ lx.T for g in p])
+    np.testing.assert_allclose(ref, dense, rtol=2e-6, atol=2e-6 * np.abs(dense).max())
+
+
+def test_separable_band_binding_checks_its_inputs():
+    from npad_edge import _core
+    g = np.ones((4, 5), np.float32)
+    ry, wy = np.zeros((6, 2), np.int32), np.full((6, 2), 0.5, np.float32)
+    cx, wx = np.zeros((2, 7), np.int32), np.full((2, 7), 0.5, np.float32)
+    out = np.empty((6, 7), np.float32)
+    np.testing.assert_allclose(_core.separable_band(g, ry, wy, cx, wx, out), 1.0)
+    with pytest.raises(Exception, match="row tap out of range"):
+        _core.separable_band(g, ry + 4, wy, cx, wx, out)
+    with pytest.raises(Exception, match="column tap out of range"):
+        _core.separable_band(g, ry, wy, cx - 1, wx, out)
+    with pytest.raises(Exception, match="out must be"):
+        _core.separable_band(g, ry, wy, cx, wx, np.empty((6, 8), np.float32))
+    with pytest.raises(Exception, match="weights must have"):
+        _core.separable_band(g, ry, wy[:, :1].copy(), cx, wx, out)
+    with pytest.raises(Exception, match="dtype"):
+        _core.separable_band(g.astype(np.float64), ry, wy, cx, wx, out)

@@ -14,6 +14,7 @@
 #include "../common/parallel.h"
 #include "../coreset/greedy.h"
 #include "../coreset/random.h"
+#include "../image/band.h"
 #include "../image/resize.h"
 #include "../index/flat_index.h"
 #include "../index/local_gaussian.h"
@@ -658,6 +659,41 @@ PYBIND11_MODULE(_core, m) {
         return out;
     }, py::arg("image"), py::arg("out_h"), py::arg("out_w"), py::arg("threads") = 1,
        "(h, w, c) uint8 -> (out_h, out_w, c) float32, antialiased bilinear (image/resize.h).");
+    m.def("separable_band", [](const py::array& grid, const py::array& ry, const py::array& wy, const py::array& cx,
+                               const py::array& wx, py::array out) {
+        check_array<float>(grid, "grid", 2);
+        check_array<std::int32_t>(ry, "ry", 2);
+        check_array<float>(wy, "wy", 2);
+        check_array<std::int32_t>(cx, "cx", 2);
+        check_array<float>(wx, "wx", 2);
+        check_array<float>(out, "out", 2);
+        if (!out.writeable()) throw InvalidInput("out must be writable");
+        const std::size_t h = grid.shape(0), w = grid.shape(1), H = ry.shape(0), ky = ry.shape(1);
+        const std::size_t kx = cx.shape(0), W = cx.shape(1);
+        if (h == 0 || w == 0 || H == 0 || W == 0 || ky == 0 || kx == 0) throw InvalidInput("separable_band: empty size");
+        if (static_cast<std::size_t>(wy.shape(0)) != H || static_cast<std::size_t>(wy.shape(1)) != ky ||
+            static_cast<std::size_t>(wx.shape(0)) != kx || static_cast<std::size_t>(wx.shape(1)) != W)
+            throw InvalidInput("separable_band: tap weights must have their indices' shapes");
+        if (static_cast<std::size_t>(out.shape(0)) != H || static_cast<std::size_t>(out.shape(1)) != W)
+            throw InvalidInput("separable_band: out must be (H, W) = the taps' output sizes");
+        if (w >= (std::size_t(1) << 31) || W >= (std::size_t(1) << 31)) throw InvalidInput("separable_band: too wide");
+        const auto* pry = static_cast<const std::int32_t*>(ry.data());
+        const auto* pcx = static_cast<const std::int32_t*>(cx.data());
+        for (std::size_t i = 0; i < H * ky; ++i)
+            if (pry[i] < 0 || static_cast<std::size_t>(pry[i]) >= h) throw InvalidInput("separable_band: row tap out of range");
+        for (std::size_t i = 0; i < kx * W; ++i)
+            if (pcx[i] < 0 || static_cast<std::size_t>(pcx[i]) >= w) throw InvalidInput("separable_band: column tap out of range");
+        const auto* pg = static_cast<const float*>(grid.data());
+        const auto* pwy = static_cast<const float*>(wy.data());
+        const auto* pwx = static_cast<const float*>(wx.data());
+        auto* po = static_cast<float*>(out.mutable_data());
+        {
+            py::gil_scoped_release nogil;
+            separable_band(pg, h, w, pry, pwy, ky, H, pcx, pwx, kx, W, po);
+        }
+        return out;
+    }, py::arg("grid"), py::arg("ry"), py::arg("wy"), py::arg("cx"), py::arg("wx"), py::arg("out"),
+       "(h, w) grid -> out (H, W) = Ly G Lx^T with banded taps (image/band.h).");
     m.def("_resize_taps", [](std::size_t n, std::size_t m) {
         const ResizeTaps t = resize_taps(n, m);
         py::array_t<std::int32_t> idx({m, t.k});

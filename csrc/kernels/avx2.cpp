@@ -11,6 +11,7 @@
 #include "fp16.h"
 #include "i8_step.h"
 #include "l2_rows.h"
+#include "band_pass.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
 #include "tri_pass.h"
@@ -222,6 +223,7 @@ const Kernels kAvx2 = {
     nullptr,
     l2sq_rows_loop<float, l2sq_f32>,
     l2sq_rows_loop<std::uint16_t, l2sq_f16>,
+    aa_rows_f32,
 };
 
 }  // namespace

@@ -14,6 +14,7 @@
 #include "fma_gather_dots.h"
 #include "fp16.h"
 #include "greedy_scan.h"
+#include "band_pass.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
 #include "tri_pass.h"
@@ -354,6 +355,7 @@ const Kernels kAvx512 = {
     argmax_f32,
     l2sq_rows16<float, l2sq_f32>,
     l2sq_rows16<std::uint16_t, l2sq_f16>,
+    aa_rows_f32,
 };
 
 }  // namespace

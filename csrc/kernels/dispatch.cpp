@@ -81,6 +81,7 @@ Kernels completed(const Kernels* k) {
     if (!t.argmax_f32) t.argmax_f32 = s.argmax_f32;
     if (!t.l2sq_f32_rows) t.l2sq_f32_rows = s.l2sq_f32_rows;
     if (!t.l2sq_f16_rows) t.l2sq_f16_rows = s.l2sq_f16_rows;
+    if (!t.aa_rows_f32) t.aa_rows_f32 = s.aa_rows_f32;
     return t;
 }
 

@@ -146,6 +146,10 @@ struct Kernels {
                           float* out);
     void (*l2sq_f16_rows)(const float* a, const std::uint16_t* y, std::size_t d, const std::int32_t* rows,
                           std::size_t n, float* out);
+
+    // aa_rows_u8 on float32 source rows (resize_pass.h; the anomaly map's vertical pass).
+    void (*aa_rows_f32)(const float* src, std::size_t stride, const std::int32_t* rows, const float* w,
+                        std::size_t k, std::size_t len, float* out);
 };
 
 // Rows per block of l2_i8_blocks, and the largest d4 it accepts: 4 d4 x 254^2 < 2^31.

@@ -10,6 +10,7 @@
 #include "i8_step.h"
 #include "kernels.h"
 #include "l2_rows.h"
+#include "band_pass.h"
 #include "resize_pass.h"
 #include "spd_solve.h"
 #include "tri_pass.h"
@@ -204,6 +205,7 @@ const Kernels kScalar = {
     argmax_f32,
     l2sq_rows_loop<float, l2sq_f32>,
     l2sq_rows_loop<std::uint16_t, l2sq_f16>,
+    aa_rows_f32,
 };
 
 }  // namespace

@@ -194,6 +194,13 @@ void check(const Kernels& S, const Kernels& K) {
         S.aa_rows_u8(src.data(), len, rows.data(), w.data(), k, len, o1.data());
         K.aa_rows_u8(src.data(), len, rows.data(), w.data(), k, len, o2.data());
         expect(same_bits(o1.data(), o2.data(), len), K.name, "aa_rows_u8", len);
+        {
+            std::vector<float> srcf(src.size()), f1(len), f2(len);
+            for (auto& v : srcf) v = nd(gen);
+            S.aa_rows_f32(srcf.data(), len, rows.data(), w.data(), k, len, f1.data());
+            K.aa_rows_f32(srcf.data(), len, rows.data(), w.data(), k, len, f2.data());
+            expect(same_bits(f1.data(), f2.data(), len), K.name, "aa_rows_f32", len);
+        }
         const std::size_t olen = 963;
         std::uniform_int_distribution<int> pick(0, static_cast<int>(len) - 1);
         std::vector<std::int32_t> idx(k * olen);
