@@ -486,7 +486,7 @@ def greedy_coreset(
     kernel set (scalar, AVX2, AVX-512, AVX512-VNNI, NEON; tested for the sets the test machine
     has). Memory beyond the input: Y (N x
     proj_dim float32, then N x proj_dim float16 or int8 with ``storage="float16"`` / ``"int8"``)
-    and O(N).
+    and O(N) (with the subspace bound, 16 floats per row more).
     ``progress(done, total)`` is called with the GIL every ~50 ms and at the end; an exception
     it raises (or Ctrl-C) stops the selection and propagates.
 

@@ -54,9 +54,10 @@ struct CoresetInfo {
 //    score[i] = min(score[i], sqrt(|Y_i - Y_sel|^2)) for all i.
 // Memory beyond the input: Y (n x proj_dim floats, when projecting; then n x pd halves with
 // Float16 storage, the float32 copy being freed first; with Int8, n x pd bytes (rows padded to
-// 16, dims to 4) plus 4 bytes per row, the float32 copy freed after quantising) and O(n) scores.
+// 16, dims to 4) plus 4 bytes per row, the float32 copy freed after quantising) and O(n) scores;
+// with the subspace bound, 16 floats per row and per selected row more.
 // threads >= 1; ctl.poll(done, total) is called from the calling thread now and then.
-// Every distance is computed by the direct kernel l2sq_f32 / l2sq_f16, whose rounding is the
+// Every distance is computed by the direct kernels l2sq_f32 / l2sq_f16 (one pair or many), whose rounding is the
 // same on every instruction set (kernels.h), or with Int8 exactly in integers (l2_i8_blocks,
 // greedy_step_i8), and the projection by the tile kernel (also bit-identical): same inputs and
 // seed, same indices on any ISA and thread count.
