@@ -1,7 +1,7 @@
 """Anomaly-map post-processing: patch-score grid -> smooth full-resolution anomaly map.
 
 Used both at fit-time evaluation and per frame by the deployed runtime, so it imports only
-numpy and is built for speed.
+numpy and the C++ core (no torch) and is built for speed.
 
 The map pipeline is the one of PatchCore / anomalib:
 
