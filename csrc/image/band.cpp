@@ -9,7 +9,6 @@ namespace npad {
 void separable_band(const float* grid, std::size_t h, std::size_t w, const std::int32_t* ry, const float* wy,
                     std::size_t ky, std::size_t H, const std::int32_t* cx, const float* wx, std::size_t kx,
                     std::size_t W, float* out) {
-    (void)w;
     const Kernels& K = active_kernels();
     // G Lx^T, one grid row at a time (h x W floats: a few KB per row, stays in cache).
     std::vector<float> tmp(h * W);
