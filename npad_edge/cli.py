@@ -554,7 +554,7 @@ def _parse_eval_size(text: str | None) -> Any:
     raise UsageError(f"--eval-size must be native, model, N or HxW with sides of at least 8, got {text!r}")
 
 
-EVAL_HEADERS = ("category", "image AUROC %", "pixel AUROC %", "PRO %", "images", "eval res",
+EVAL_HEADERS = ("category", "image AUROC %", "95% CI", "pixel AUROC %", "PRO %", "images", "eval res",
                 "threshold", "F1 thr", "F1 %", "ms/image")
 
 
@@ -563,7 +563,9 @@ def metrics_row(cat: str, result: Any) -> list[Any]:
     res = m.get("eval_resolution")
     if isinstance(res, (list, tuple)):
         res = "x".join(str(v) for v in res)
-    return [cat, _pct(m.get("image_auroc")), _pct(m.get("pixel_auroc")), _pct(m.get("pro")),
+    ci = m.get("image_auroc_ci95")
+    ci_text = f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}" if isinstance(ci, (list, tuple)) and len(ci) == 2 else None
+    return [cat, _pct(m.get("image_auroc")), ci_text, _pct(m.get("pixel_auroc")), _pct(m.get("pro")),
             m.get("n_images"), res, m.get("threshold"), m.get("f1_threshold"), _pct(m.get("f1")),
             ms_per_image(result)]
 

@@ -260,6 +260,7 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | str | None =
     both = 0 < labels.sum() < labels.size
     m: dict[str, Any] = {
         "image_auroc": metrics.image_auroc(labels, scores_a) if both else None,
+        "image_auroc_ci95": None,
         "pixel_auroc": None, "pro": None,
         "eval_resolution": list(res) if res is not None else "native",
         "eval_size_rule": res_rule,
@@ -272,6 +273,8 @@ def evaluate(scorer, dataset, *, eval_size: int | tuple[int, int] | str | None =
     }
     roc = None
     if both:
+        ci = metrics.image_auroc_ci(labels, scores_a, level=0.95)
+        m["image_auroc_ci95"] = [ci["lo"], ci["hi"]]
         fpr, tpr, _ = metrics.roc_curve(labels, scores_a)
         roc = (fpr, tpr)
     if labels.sum() > 0:

@@ -1,6 +1,10 @@
 """Evaluation metrics of the MVTec AD protocol, in numpy only.
 
 - :func:`image_auroc`: ROC AUC of image scores vs image labels.
+- :func:`image_auroc_ci`: its standard error and confidence interval (DeLong et al. 1988), and
+  :func:`compare_auroc`: DeLong's paired test of two scorings of the same test images. A test
+  set of 190 good and 392 defective images resolves image AUROC to about +-0.5 pt near 97 %:
+  these say which differences between two settings a test set can tell apart.
 - :func:`pixel_auroc`: ROC AUC over *all* pixels of *all* test images (good images included).
 - :func:`pro_score`: AU-PRO up to ``fpr_limit`` (0.3) divided by ``fpr_limit`` (Bergmann et al.):
   ``FPR(t)`` = false-positive pixels / all anomaly-free pixels of the test set, ``PRO(t)`` =
@@ -34,6 +38,8 @@ from .errors import InvalidInputError
 
 __all__ = [
     "image_auroc",
+    "image_auroc_ci",
+    "compare_auroc",
     "roc_curve",
     "f1_optimal_threshold",
     "pixel_auroc",
@@ -147,6 +153,79 @@ def image_auroc(labels, scores) -> float:
     pos, neg = np.sort(s[y]), np.sort(s[~y])
     _need_both_classes(pos.size, neg.size, "AUROC")
     return _auc_sorted(pos, neg)
+
+
+def _placements(y: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """DeLong's structural components: ``(auc, v10, v01)``. ``v10[i]``: the share of negatives a
+    positive ``i`` outscores (ties 1/2); ``v01[j]``: the share of positives that outscore the
+    negative ``j``. Their means are the AUROC."""
+    s = s.astype(np.float64)
+    pos, neg = s[y], s[~y]
+    _need_both_classes(pos.size, neg.size, "AUROC")
+    ps, ns = np.sort(pos), np.sort(neg)
+    v10 = (np.searchsorted(ns, pos, side="left") + np.searchsorted(ns, pos, side="right")) * (0.5 / ns.size)
+    v01 = ((ps.size - np.searchsorted(ps, neg, side="right")) + (ps.size - np.searchsorted(ps, neg, side="left"))) \
+        * (0.5 / ps.size)
+    return _auc_sorted(ps, ns), v10, v01
+
+
+def _z(level: float) -> float:
+    from statistics import NormalDist
+
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < float(level) < 1.0:
+        raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+    return NormalDist().inv_cdf(0.5 + 0.5 * float(level))
+
+
+def _var(a: np.ndarray) -> float:
+    return float(np.var(a, ddof=1)) if a.size > 1 else 0.0
+
+
+def image_auroc_ci(labels, scores, level: float = 0.95) -> dict:
+    """Image AUROC with DeLong's standard error and a ``level`` confidence interval.
+
+    Returns ``{"auroc", "se", "lo", "hi", "level"}``. The interval is symmetric on the logit
+    scale (``logit(A) +- z se / (A (1 - A))``), so it stays inside (0, 1) and is skewed towards
+    0.5 where A is near 1 (a plain ``A +- z se`` would cross 1 there). At A = 0 or 1 DeLong's
+    variance is 0 and so is the interval's width: the test set shows no error to estimate from.
+    """
+    y, s = _labels_scores(labels, scores)
+    auc, v10, v01 = _placements(y, s)
+    se = math.sqrt(_var(v10) / v10.size + _var(v01) / v01.size)
+    lo = hi = auc
+    if 0.0 < auc < 1.0 and se > 0.0:
+        half = _z(level) * se / (auc * (1.0 - auc))
+        logit = math.log(auc / (1.0 - auc))
+        lo, hi = 1.0 / (1.0 + math.exp(-(logit - half))), 1.0 / (1.0 + math.exp(-(logit + half)))
+    else:
+        _z(level)
+    return {"auroc": auc, "se": se, "lo": lo, "hi": hi, "level": float(level)}
+
+
+def compare_auroc(labels, scores_a, scores_b) -> dict:
+    """DeLong's paired test of two scorings of the same images (e.g. two settings of a method).
+
+    Returns ``{"auroc_a", "auroc_b", "diff", "se", "z", "p"}``: ``diff = auroc_a - auroc_b``,
+    its standard error from the covariance of the two scorings' structural components, and
+    the two-sided p-value of "same AUROC". ``p`` is 1.0 when ``se`` is 0 and ``diff`` is 0
+    (identical rankings), 0.0 when only ``se`` is 0.
+    """
+    from statistics import NormalDist
+
+    y, a = _labels_scores(labels, scores_a)
+    _, b = _labels_scores(labels, scores_b)
+    auc_a, a10, a01 = _placements(y, a)
+    auc_b, b10, b01 = _placements(y, b)
+    d10, d01 = a10 - b10, a01 - b01
+    se = math.sqrt(max(_var(d10) / d10.size + _var(d01) / d01.size, 0.0))
+    diff = auc_a - auc_b
+    if se > 0.0:
+        z = diff / se
+        p = 2.0 * (1.0 - NormalDist().cdf(abs(z)))
+    else:
+        z = 0.0 if diff == 0.0 else math.copysign(math.inf, diff)
+        p = 1.0 if diff == 0.0 else 0.0
+    return {"auroc_a": auc_a, "auroc_b": auc_b, "diff": diff, "se": se, "z": z, "p": p}
 
 
 def f1_optimal_threshold(labels, scores) -> tuple[float, float]:

@@ -168,6 +168,9 @@ def _metric_table(m: dict[str, Any], timings: dict[str, Any]) -> str:
     pct = [("image_auroc", "Image AUROC"), ("pixel_auroc", "Pixel AUROC"), ("pro", "AU-PRO (0.3 FPR)"),
            ("f1", "Image F1 (at the F1-optimal threshold)")]
     rows = [(label, "&ndash;" if m.get(k) is None else f"{100 * float(m[k]):.1f} %") for k, label in pct]
+    ci = m.get("image_auroc_ci95")
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and m.get("image_auroc") is not None:
+        rows[0] = (rows[0][0], rows[0][1] + f" (95 % CI {100 * float(ci[0]):.1f}&ndash;{100 * float(ci[1]):.1f} %, DeLong)")
     res = m.get("eval_resolution")
     if isinstance(res, (list, tuple)):
         res = " x ".join(str(v) for v in res)
@@ -180,7 +183,7 @@ def _metric_table(m: dict[str, Any], timings: dict[str, Any]) -> str:
         rule = m.get("aspect_rule")
         rows.append(("Model input (H x W)", _e(" x ".join(str(v) for v in mis)
                                               + (f", other aspect ratios: {rule}" if rule else ""))))
-    shown = {k for k, _ in pct} | {"threshold", "f1_threshold", "n_images", "eval_resolution", "eval_size_rule",
+    shown = {k for k, _ in pct} | {"image_auroc_ci95", "threshold", "f1_threshold", "n_images", "eval_resolution", "eval_size_rule",
                                    "model_input_size", "aspect_rule"}
     for k, v in m.items():
         if k not in shown and isinstance(v, (int, float, str)) and not isinstance(v, bool):

@@ -407,7 +407,8 @@ def test_eval_several_categories_adds_a_mean_row(tmp_path, monkeypatch, capsys):
 
     def fake_evaluate(model, d, *, eval_size=None, progress=True):
         auc = 0.9 if Path(d).name == "bottle" else 0.8
-        return types.SimpleNamespace(metrics=dict(image_auroc=auc, n_images=5), timings={},
+        return types.SimpleNamespace(metrics=dict(image_auroc=auc, image_auroc_ci95=[auc - 0.1, auc + 0.05],
+                                                  n_images=5), timings={},
                                      to_json=lambda: json.dumps({"image_auroc": auc}))
 
     import npad_edge.evaluation as evaluation
@@ -417,6 +418,7 @@ def test_eval_several_categories_adds_a_mean_row(tmp_path, monkeypatch, capsys):
     assert rc == 0, err
     lines = out.splitlines()
     assert lines[2].startswith("bottle") and lines[3].startswith("cable") and lines[4].startswith("mean")
+    assert "95% CI" in lines[0] and "80.0-95.0" in lines[2] and "70.0-85.0" in lines[3]
     assert "85.0" in lines[4] and lines[4].split()[-1] == "-"
     assert json.loads((tmp_path / "all.json").read_text()) == {"bottle": {"image_auroc": 0.9},
                                                                "cable": {"image_auroc": 0.8}}

@@ -25,15 +25,17 @@ def row(cat, img, pix, pro):
 
 def test_lines_with_undefined_metrics(suite):
     line = suite.result_line(row("plain", 0.9, None, None))
-    assert "| plain | npad | 320x320 | 90.00 | - | - | 12 | - | 20.5 |" in line
+    assert "| plain | npad | 320x320 | 90.00 | - | - | - | 12 | - | 20.5 |" in line
+    with_ci = dict(row("ci", 0.9, 0.8, 0.7), image_auroc_ci95=[0.85, 0.93])
+    assert "| ci | npad | 320x320 | 90.00 | 85.00-93.00 | 80.00 | 70.00 |" in suite.result_line(with_ci)
     mean = suite.mean_line("npad", [row("a", 1.0, 0.98, 0.96), row("b", 0.9, None, None)])
     # image AUROC over both; the pixel metrics over the one category that has masks, said so
-    assert "| 95.00 | 98.00 (1 of 2) | 96.00 (1 of 2) |" in mean
+    assert "| 95.00 | | 98.00 (1 of 2) | 96.00 (1 of 2) |" in mean
     assert "(2 categories)" in mean
     failed = {"category": "c", "method": "npad", "error": "DataError: no images"}
     assert "failed: DataError: no images" in suite.result_line(failed)
     # a failed category is in no mean, and the count says so
-    assert "| 100.00 (1 of 2) | 98.00 (1 of 2) | 96.00 (1 of 2) |" in suite.mean_line(
+    assert "| 100.00 (1 of 2) | | 98.00 (1 of 2) | 96.00 (1 of 2) |" in suite.mean_line(
         "npad", [row("a", 1.0, 0.98, 0.96), failed])
 
 
@@ -55,5 +57,6 @@ def test_a_failing_category_does_not_stop_the_others(suite, tmp_path, monkeypatc
     assert seen == [("alpha", "npad"), ("beta", "npad")]
     text = out.read_text()
     assert "| alpha | npad | - | failed: ValueError: alpha has a corrupt image |" in text
-    assert "| beta | npad | 320x320 | 97.00 | 90.00 | 80.00 |" in text
-    assert "| 97.00 (1 of 2) | 90.00 (1 of 2) | 80.00 (1 of 2) |" in text.splitlines()[-1]
+    assert "| beta | npad | 320x320 | 97.00 | - | 90.00 | 80.00 |" in text
+    assert "| 97.00 (1 of 2) | | 90.00 (1 of 2) | 80.00 (1 of 2) |" in text.splitlines()[-1]
+    assert all(line.count("|") == text.splitlines()[0].count("|") for line in text.splitlines())

@@ -99,3 +99,31 @@ def test_non_finite_score_is_an_error(tiny_mvtec):
             return _Pred(float("nan"), np.zeros(image.shape[:2], np.float32))
     with pytest.raises(ValueError, match="non-finite"):
         evaluate(Bad(), tiny_mvtec, progress=False)
+
+
+def test_image_auroc_comes_with_its_delong_interval(tiny_mvtec):
+    from npad_edge import metrics
+
+    class Mixed(BrightnessScorer):     # scores 1, 3 (good), 2, 4 (defective) in test order: AUROC 0.75
+        calls = 0
+
+        def predict(self, image):
+            p = super().predict(image)
+            Mixed.calls += 1
+            return _Pred(float([1, 3, 2, 4][Mixed.calls - 1]), p.anomaly_map)
+    res = evaluate(Mixed(), tiny_mvtec, progress=False)
+    m = res.metrics
+    ref = metrics.image_auroc_ci(res.labels, res.scores)
+    assert m["image_auroc_ci95"] == [ref["lo"], ref["hi"]]
+    assert 0.0 < m["image_auroc_ci95"][0] < m["image_auroc"] < m["image_auroc_ci95"][1] < 1.0
+    assert json.loads(res.to_json())["image_auroc_ci95"] == m["image_auroc_ci95"]
+    perfect = evaluate(BrightnessScorer(), tiny_mvtec, progress=False).metrics
+    assert perfect["image_auroc_ci95"] == [1.0, 1.0]
+
+
+def test_single_class_test_set_has_no_interval(tiny_mvtec):
+    import dataclasses
+    good = [s for s in tiny_mvtec.test if s.defect_type == "good"]
+    ds = dataclasses.replace(tiny_mvtec, test=good)
+    m = evaluate(BrightnessScorer(), ds, progress=False).metrics
+    assert m["image_auroc"] is None and m["image_auroc_ci95"] is None

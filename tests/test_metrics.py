@@ -250,3 +250,95 @@ def test_label_regions_real_masks(bottle_dir):
         ref, n_ref = ndimage.label(m, structure=EIGHT)
         assert n == n_ref >= 1
         np.testing.assert_array_equal(got, ref)
+
+
+# --------------------------------------------------------------------------- DeLong
+
+
+def _brute_placements(y, s):
+    y = np.asarray(y, bool)
+    pos, neg = s[y], s[~y]
+    v10 = np.array([((neg < p).sum() + 0.5 * (neg == p).sum()) / neg.size for p in pos])
+    v01 = np.array([((pos > n).sum() + 0.5 * (pos == n).sum()) / pos.size for n in neg])
+    return v10, v01
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_delong_se_equals_its_definition_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 150)
+    y[:2] = [0, 1]
+    s = np.round(rng.normal(size=150) + 1.2 * y, 1)        # many ties
+    v10, v01 = _brute_placements(y, s)
+    ref_se = np.sqrt(v10.var(ddof=1) / v10.size + v01.var(ddof=1) / v01.size)
+    r = M.image_auroc_ci(y, s)
+    assert r["auroc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
+    assert v10.mean() == pytest.approx(r["auroc"], abs=1e-12) and v01.mean() == pytest.approx(r["auroc"], abs=1e-12)
+    assert r["se"] == pytest.approx(ref_se, rel=1e-10)
+    assert r["lo"] < r["auroc"] < r["hi"]
+
+
+def test_delong_se_matches_a_bootstrap():
+    rng = np.random.default_rng(7)
+    y = np.r_[np.zeros(120, int), np.ones(200, int)]
+    s = np.r_[rng.normal(0, 1, 120), rng.normal(2.0, 1.3, 200)]
+    boots = []
+    for _ in range(2000):      # stratified: the class sizes of the test set are fixed
+        i = np.r_[rng.integers(0, 120, 120), 120 + rng.integers(0, 200, 200)]
+        boots.append(M.image_auroc(y[i], s[i]))
+    assert M.image_auroc_ci(y, s)["se"] == pytest.approx(np.std(boots), rel=0.12)
+
+
+def test_delong_interval_covers_the_true_auroc_at_its_level():
+    from statistics import NormalDist
+    rng = np.random.default_rng(11)
+    d = 2.5
+    true = NormalDist().cdf(d / np.sqrt(2))                 # binormal, unit variances: 0.962
+    y = np.r_[np.zeros(60, int), np.ones(120, int)]
+    hits = []
+    for _ in range(600):
+        s = np.r_[rng.normal(0, 1, 60), rng.normal(d, 1, 120)]
+        r = M.image_auroc_ci(y, s, level=0.9)
+        hits.append(r["lo"] <= true <= r["hi"])
+    assert 0.86 <= np.mean(hits) <= 0.94
+
+
+def test_delong_paired_test_holds_its_size_and_sees_a_real_difference():
+    rng = np.random.default_rng(3)
+    y = np.r_[np.zeros(80, int), np.ones(150, int)]
+    reject_null, reject_alt = [], []
+    for _ in range(500):
+        base = np.r_[rng.normal(0, 1, 80), rng.normal(1.6, 1, 150)]
+        a = base + rng.normal(0, 0.6, 230)                  # two noisy views of one score:
+        b = base + rng.normal(0, 0.6, 230)                  # equal true AUROC, correlated
+        reject_null.append(M.compare_auroc(y, a, b)["p"] < 0.05)
+        c = base + rng.normal(0, 1.5, 230)                  # a worse scorer of the same images
+        reject_alt.append(M.compare_auroc(y, a, c)["p"] < 0.05)
+    assert 0.02 <= np.mean(reject_null) <= 0.09
+    assert np.mean(reject_alt) > 0.8
+
+
+def test_delong_paired_test_edge_cases():
+    y = np.array([0, 0, 1, 1, 0, 1])
+    a = np.array([0.1, 0.4, 0.35, 0.8, 0.2, 0.7])
+    r = M.compare_auroc(y, a, a * 2 + 1)                    # the same ranking
+    assert r["diff"] == 0.0 and r["se"] == 0.0 and r["p"] == 1.0
+    b = np.array([0.3, 0.2, 0.5, 0.1, 0.25, 0.9])
+    ab, ba = M.compare_auroc(y, a, b), M.compare_auroc(y, b, a)
+    assert ab["diff"] == pytest.approx(-ba["diff"]) and ab["p"] == pytest.approx(ba["p"])
+    assert ab["auroc_a"] == M.image_auroc(y, a) and ab["auroc_b"] == M.image_auroc(y, b)
+    perfect = M.image_auroc_ci([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4])
+    assert perfect["auroc"] == perfect["lo"] == perfect["hi"] == 1.0 and perfect["se"] == 0.0
+
+
+@pytest.mark.parametrize("level", [0, 1, 1.5, -0.1, True, "0.95"])
+def test_delong_bad_level(level):
+    with pytest.raises(InvalidInputError):
+        M.image_auroc_ci([0, 1, 0, 1], [0.1, 0.2, 0.3, 0.05], level=level)
+
+
+def test_delong_needs_both_classes_and_equal_lengths():
+    with pytest.raises(InvalidInputError):
+        M.image_auroc_ci([1, 1, 1], [0.1, 0.2, 0.3])
+    with pytest.raises(InvalidInputError):
+        M.compare_auroc([0, 1, 1], [0.1, 0.2, 0.3], [0.1, 0.2])

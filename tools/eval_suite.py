@@ -6,7 +6,7 @@ For each category found under ``--data`` (default ``../shared/data``: every fold
 directory, 10 % of the good training images held out for the threshold) then
 ``npad_edge.evaluation.evaluate_model`` (decode -> predict -> metrics), optionally after
 ``--export fp32|int8`` (the deployed OpenVINO Detector). Prints one markdown table with image
-AUROC, pixel AUROC, PRO (%), fit seconds, fit peak RSS, ms per image, bank size and input
+AUROC with its 95 % DeLong interval, pixel AUROC, PRO (%), fit seconds, fit peak RSS, ms per image, bank size and input
 size, and the mean over categories per method.
 
     python tools/eval_suite.py --out /tmp/suite.md --json /tmp/suite.jsonl
@@ -68,8 +68,10 @@ def num(v, fmt: str) -> str:
 
 def result_line(row: dict) -> str:
     if row.get("error"):
-        return f"| {row['category']} | {row['method']} | - | failed: {row['error']} | | | | | | | |"
-    return (f"| {row['category']} | {row['method']} | {row['hw']} | {pct(row['image_auroc'])} | "
+        return f"| {row['category']} | {row['method']} | - | failed: {row['error']} | | | | | | | | |"
+    ci = row.get("image_auroc_ci95")
+    ci = "-" if not ci else f"{pct(ci[0])}-{pct(ci[1])}"
+    return (f"| {row['category']} | {row['method']} | {row['hw']} | {pct(row['image_auroc'])} | {ci} | "
             f"{pct(row['pixel_auroc'])} | {pct(row['pro'])} | {num(row['fit_s'], '.0f')} | "
             f"{num(row['rss_mb'], '.0f')} | {num(row['ms'], '.1f')} | {row['bank']} | {row['eval_resolution']} |")
 
@@ -84,7 +86,7 @@ def mean_line(method: str, rows: list[dict]) -> str:
         if vals and len(vals) < len(rows):
             cell += f" ({len(vals)} of {len(rows)})"
         cells.append(cell)
-    return f"| **mean** ({len(rows)} categories) | {method} | | {cells[0]} | {cells[1]} | {cells[2]} | | | | | |"
+    return f"| **mean** ({len(rows)} categories) | {method} | | {cells[0]} | | {cells[1]} | {cells[2]} | | | | | |"
 
 
 def main(argv=None) -> int:
@@ -112,8 +114,8 @@ def main(argv=None) -> int:
 
     sets = parse_sets(args.set)
     work = Path(args.workdir or tempfile.mkdtemp(prefix="npad_suite_"))
-    head = ("| category | method | input HxW | img AUROC | pix AUROC | PRO | fit s | fit peak RSS MB | "
-            "ms / image | bank / state | eval at |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    head = ("| category | method | input HxW | img AUROC | img 95% CI | pix AUROC | PRO | fit s | fit peak RSS MB | "
+            "ms / image | bank / state | eval at |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     lines = [head]
     print(head, flush=True)
     results: dict[str, list[dict]] = {}
@@ -172,6 +174,7 @@ def run_one(cat: Path, method: str, args, sets: dict, work: Path, fit_model, eva
     bank = man.extra.get("bank_size") or f"{man.extra.get('state_bytes', 0) / 2**20:.1f} MB"
     hw = "x".join(str(v) for v in man.preprocess.image_size)
     row = {"category": cat.name, "method": method, "hw": hw, "image_auroc": m["image_auroc"],
+           "image_auroc_ci95": m.get("image_auroc_ci95"),
            "pixel_auroc": m["pixel_auroc"], "pro": m["pro"], "fit_s": fs.get("total"),
            "rss_mb": man.extra.get("peak_memory_mb", {}).get("rss"), "ms": res.timings["median_ms"],
            "bank": bank, "eval_resolution": m.get("eval_resolution"), "settings": man.method.settings,

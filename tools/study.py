@@ -12,8 +12,10 @@ makes them). Methods are fitted on all training images (no hold-out).
     python tools/study.py --short 256 --method patchcore --config 'coreset=0.1,coreset_max=16384'
     python tools/study.py --short 256 --taps stage2,stage3,stage5 --method npad --config ''
 
-Every row prints per category plus the mean over categories; ``--json`` appends one line per
-(category, configuration). Nothing here is tuned on one category: rows are read on the mean.
+Every row prints per category plus the mean over categories, image AUROC with its 95 % DeLong
+interval; ``--json`` appends one line per (category, configuration), with the per-image scores,
+so that ``tools/auroc_compare.py`` can test two rows against each other (DeLong, paired).
+Nothing here is tuned on one category: rows are read on the mean.
 """
 
 from __future__ import annotations
@@ -192,7 +194,10 @@ def run_config(method: str, settings: dict, train, test, masks, labels, hw, seed
     if bank is None and m.settings.get("gaussian") is not None:
         # N-pad: the reading it used ("auto" resolves at fit time) in the bank column
         bank = m.settings["gaussian"]
-    return {"method": method, "settings": settings, "image_auroc": metrics.image_auroc(labels, image),
+    ci = metrics.image_auroc_ci(labels, image)
+    return {"method": method, "settings": settings, "image_auroc": ci["auroc"],
+            "image_auroc_ci95": [ci["lo"], ci["hi"]], "image_scores": [float(v) for v in image],
+            "labels": [int(v) for v in labels],
             "pixel_auroc": pm["pixel_auroc"], "pro": pm["pro"], "fit_s": fit_s, "score_ms": score_ms,
             "fit_peak_mb": peak / 2**20, "state_mb": m.state_nbytes() / 2**20,
             "bank": bank if isinstance(bank, str) or bank is None else int(bank.shape[0])}
@@ -244,7 +249,8 @@ def main(argv=None) -> int:
                          resize=args.resize)
                 rows.append(r)
                 print(f"| {args.label} {args.method} {c or 'defaults'} | {cat.name} {hw[0]}x{hw[1]} | "
-                      f"{100 * r['image_auroc']:.2f} | {100 * r['pixel_auroc']:.2f} | {100 * r['pro']:.2f} | "
+                      f"{100 * r['image_auroc']:.2f} ({100 * r['image_auroc_ci95'][0]:.1f}-{100 * r['image_auroc_ci95'][1]:.1f}) | "
+                      f"{100 * r['pixel_auroc']:.2f} | {100 * r['pro']:.2f} | "
                       f"fit {r['fit_s']:.1f} s | {r['score_ms']:.1f} ms | bank {r['bank']} |", flush=True)
                 if args.json:
                     with open(args.json, "a") as f:
