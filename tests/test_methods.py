@@ -191,10 +191,29 @@ def test_npad_euclidean_term_and_combination():
     (mm, sm), (me, se) = st["stats"]
     patch, image = m.score(test)
     np.testing.assert_allclose(patch, 0.3 * (maha - mm) / sm + 0.7 * (eucl - me) / se, rtol=1e-4, atol=1e-4)
-    smooth = np.stack([ndimage.gaussian_filter(p.astype(np.float64), 0.5, mode="nearest", truncate=4.0) for p in patch])
+    # the image score (default image_combine="max"): the smoothed peak of the larger of the two
+    # normalised terms per patch, while the map stays the weighted sum
+    stronger = np.maximum((maha - mm) / sm, (eucl - me) / se)
+    assert not np.allclose(stronger, patch, atol=1e-3)
+    smooth = np.stack([ndimage.gaussian_filter(p.astype(np.float64), 0.5, mode="nearest", truncate=4.0) for p in stronger])
     np.testing.assert_allclose(image, smooth.reshape(2, -1).max(1), rtol=1e-5, atol=1e-5)
     m_max = method_class("npad").from_state({**m.settings, "image_score": "max"}, m.state_arrays())
-    np.testing.assert_allclose(m_max.score(test)[1], patch.reshape(2, -1).max(1))
+    np.testing.assert_allclose(m_max.score(test)[1], stronger.reshape(2, -1).max(1), rtol=1e-5, atol=1e-5)
+    # image_combine="map": the peak of the map itself
+    m_map = method_class("npad").from_state({**m.settings, "image_combine": "map"}, m.state_arrays())
+    p_map, i_map = m_map.score(test)
+    np.testing.assert_array_equal(p_map, patch)
+    smooth = np.stack([ndimage.gaussian_filter(p.astype(np.float64), 0.5, mode="nearest", truncate=4.0) for p in patch])
+    np.testing.assert_allclose(i_map, smooth.reshape(2, -1).max(1), rtol=1e-5, atol=1e-5)
+    # a model saved before the setting scores its images from the map, as it was calibrated
+    old = {k: v for k, v in m.settings.items() if k != "image_combine"}
+    m_old = method_class("npad").from_state(old, m.state_arrays())
+    assert m_old.settings["image_combine"] == "map"
+    np.testing.assert_array_equal(m_old.score(test)[1], i_map)
+    # one term only: both image rules are that term's peak
+    one = get_method("npad", n_centroids=0, combine="mahalanobis", precision="float32").fit(train, seed=2)
+    one_map = method_class("npad").from_state({**one.settings, "image_combine": "map"}, one.state_arrays())
+    np.testing.assert_array_equal(one.score(test)[1], one_map.score(test)[1])
 
 
 @pytest.mark.parametrize("settings", [{}, {"precision": "float32"}, {"feature_dim": 5, "reduction": "pca"},

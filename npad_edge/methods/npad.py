@@ -16,7 +16,11 @@ every unpublished choice a named setting:
    training patches (``normalize="global"``: one mean/std per term; ``"position"``: per position
    for the Mahalanobis term), and combined: ``"sum"`` -> ``weight * z_maha + (1 - weight) * z_eucl``,
    ``"max"`` -> ``max(z_maha, z_eucl)``, or one term alone (``"mahalanobis"``, ``"euclidean"``).
-5. Image score: the largest combined patch score.
+5. Image score (``image_combine``): by default the peak of ``max(z_maha, z_eucl)`` per patch, the
+   stronger of the two terms' evidence, while the anomaly map keeps the ``combine`` rule (the
+   weighted sum): ranking every pixel gains from averaging two estimates, deciding on the one
+   most deviant place gains from the more sensitive one (docs/accuracy.md, stop 25).
+   ``image_combine="map"``: the image score comes from the map's own grid (models saved before).
 
 The second reading of METHODS.md is the setting ``gaussian="knn"``: no Gaussian is stored;
 at test time, for each test patch at (i, j), the ``knn_k`` nominal features nearest to it
@@ -85,6 +89,11 @@ class NPad(AnomalyMethod):
         Image score: the largest value of the combined patch-score grid smoothed with a
         Gaussian of ``image_sigma`` cells (``base.smoothed_max``: the peak of the anomaly map),
         or the largest patch score.
+    image_combine : "max" | "map"
+        What the image score takes its peak of: "max" (default) the larger of the two
+        normalised terms per patch, ``max(z_maha, z_eucl)`` (the map is still the ``combine``
+        rule); "map" the map's own combined grid. With one term ("mahalanobis" / "euclidean")
+        both are that term.
     image_sigma : float >= 0
         Grid cells of the "smoothed" image score's Gaussian (0.5: the anomaly map's sigma of 4
         input pixels on the stride-8 grid).
@@ -110,9 +119,10 @@ class NPad(AnomalyMethod):
         "gaussian": "auto",
         "knn_k": 64,
         "image_score": "smoothed",
+        "image_combine": "max",
         "image_sigma": 0.5,
     }
-    SAVED_WITHOUT: Mapping[str, Any] = {"image_score": "max"}
+    SAVED_WITHOUT: Mapping[str, Any] = {"image_score": "max", "image_combine": "map"}
 
     #: training images scored (own image excluded) for the nominal statistics with gaussian="knn"
     KNN_STAT_IMAGES = 24
@@ -141,6 +151,7 @@ class NPad(AnomalyMethod):
         require_choice(s, "gaussian", ("auto", "window", "knn"))
         require_number(s, "knn_k", lo=2, integer=True)
         require_choice(s, "image_score", ("smoothed", "max"))
+        require_choice(s, "image_combine", ("max", "map"))
         require_number(s, "image_sigma", lo=0.0)
         s["image_sigma"] = float(s["image_sigma"])
         s["knn_k"] = int(s["knn_k"])
@@ -276,8 +287,8 @@ class NPad(AnomalyMethod):
             eucl = np.sqrt(np.maximum(dist2[:, 0], 0.0)).reshape(b, h, w)
         return maha, eucl
 
-    def _combine(self, maha: np.ndarray | None, eucl: np.ndarray | None) -> np.ndarray:
-        s = self.settings
+    def _normalised(self, maha: np.ndarray | None, eucl: np.ndarray | None):
+        """Each raw term as a z-score against its nominal statistics (None where absent)."""
         zm = ze = None
         if maha is not None:
             if self._pos_stats is not None:
@@ -286,6 +297,10 @@ class NPad(AnomalyMethod):
                 zm = (maha - self._stats[0, 0]) / self._stats[0, 1]
         if eucl is not None:
             ze = (eucl - self._stats[1, 0]) / self._stats[1, 1]
+        return zm, ze
+
+    def _combine(self, zm: np.ndarray | None, ze: np.ndarray | None) -> np.ndarray:
+        s = self.settings
         if s["combine"] == "mahalanobis":
             return zm
         if s["combine"] == "euclidean":
@@ -295,11 +310,14 @@ class NPad(AnomalyMethod):
         return s["weight"] * zm + (1.0 - s["weight"]) * ze
 
     def _score(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        maha, eucl = self._terms(self._reduce(features))
-        patch = self._combine(maha, eucl).astype(np.float32)
+        zm, ze = self._normalised(*self._terms(self._reduce(features)))
+        patch = self._combine(zm, ze).astype(np.float32)
+        grid = patch
+        if self.settings["image_combine"] == "max" and zm is not None and ze is not None:
+            grid = np.maximum(zm, ze).astype(np.float32)
         if self.settings["image_score"] == "smoothed":
-            return patch, smoothed_max(patch, self.settings["image_sigma"])
-        return patch, patch.reshape(patch.shape[0], -1).max(axis=1)
+            return patch, smoothed_max(grid, self.settings["image_sigma"])
+        return patch, grid.reshape(grid.shape[0], -1).max(axis=1)
 
     def score_terms(self, features: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The raw (unnormalised) Mahalanobis and Euclidean patch maps (B, h, w), for analysis."""

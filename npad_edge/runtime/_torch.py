@@ -382,9 +382,12 @@ class NPadScorer:
         else:
             patch = s["weight"] * zm.double() + (1.0 - s["weight"]) * ze
         patch = patch.float()
+        grid = patch
+        if s.get("image_combine") == "max" and zm is not None and ze is not None:
+            grid = torch.maximum(zm.double(), ze.double()).float()
         if s.get("image_score") == "smoothed":
-            return patch, _smoothed_max(patch, s["image_sigma"])
-        return patch, patch.reshape(b, -1).max(dim=1).values
+            return patch, _smoothed_max(grid, s["image_sigma"])
+        return patch, grid.reshape(b, -1).max(dim=1).values
 
 
 def make_scorer(method, device, search_dtype: str = "float32", **index_kw: Any):
