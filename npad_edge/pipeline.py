@@ -14,6 +14,11 @@ median (robust to scale: it is in the units of the score, whatever the method). 
 default quantile 1.0 (the max) and margin 0.1, no held-out good image is flagged and scores a
 tenth of the nominal spread beyond the worst good image are needed to flag one. The held-out
 images are not added back to the bank (so the calibration stays out-of-sample).
+
+Where a method's image score is not the peak of its anomaly map (N-pad's default
+``image_combine="max"``), the map's mask gets its own threshold by the same rule from the
+held-out images' map peaks (``extra["pixel_threshold"]``), so that the mask still marks the
+regions whose map alone exceeds every held-out good image's.
 """
 
 from __future__ import annotations
@@ -341,18 +346,28 @@ def fit_model(
                 bar.close()
         t_fit = time.perf_counter() - t0
 
+        pixel_threshold = None
         if hold_idx.size:
-            _, hold_scores = m.score(np.ascontiguousarray(feats[hold_idx]))
+            hold_patch, hold_scores = m.score(np.ascontiguousarray(feats[hold_idx]))
             thr = calibrate_threshold(hold_scores, quantile=threshold_quantile, margin=threshold_margin)
+            hold_peaks = None
+            if not m.image_score_is_map_peak:
+                hold_peaks = m.map_peaks(hold_patch)
+                pixel_threshold = calibrate_threshold(hold_peaks, quantile=threshold_quantile,
+                                                      margin=threshold_margin)
             threshold = artifact.Threshold(value=float(thr), method="holdout_quantile_margin",
                                            n_images=int(hold_idx.size), quantile=float(threshold_quantile))
             calib = {"rule": "q + margin * (q - median)", "quantile": threshold_quantile,
                      "margin": threshold_margin, "holdout_scores": [float(s) for s in hold_scores],
                      "holdout_images": [Path(paths[i]).name for i in hold_idx]}
+            if hold_peaks is not None:
+                calib["holdout_map_peaks"] = [float(v) for v in hold_peaks]
         else:
-            _, tr_scores = m.score(np.ascontiguousarray(feats[fit_idx]))
+            tr_patch, tr_scores = m.score(np.ascontiguousarray(feats[fit_idx]))
             threshold = artifact.Threshold(value=float(tr_scores.max()), method="train_max",
                                            n_images=int(fit_idx.size))
+            if not m.image_score_is_map_peak:
+                pixel_threshold = float(m.map_peaks(tr_patch).max())
             calib = {"rule": "max of in-sample training image scores (no hold-out)"}
         del feats
 
@@ -387,6 +402,9 @@ def fit_model(
                 "anomaly_map": {"upsample": "bilinear", "sigma": 4.0},
             },
         )
+        if pixel_threshold is not None:
+            # the mask's threshold on the map's scale (module docstring); the Detector reads it
+            manifest.extra["pixel_threshold"] = float(pixel_threshold)
         arrays = m.state_arrays()
     finally:
         tracemalloc.stop()

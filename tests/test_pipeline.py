@@ -168,3 +168,40 @@ def test_exposure_target_is_the_median_of_image_means(tmp_path):
         exposure_target([black, black])
     with pytest.raises(InvalidInputError):
         exposure_target([])
+
+
+def test_npad_image_score_and_map_mask_thresholds(small_bottle, tmp_path):
+    """N-pad's image score (image_combine="max") is not its map's peak: the fit calibrates the
+    mask's own threshold from the held-out images' map peaks, by the image threshold's rule, and
+    the Detector masks with it. image_combine="map" keeps one threshold for both."""
+    from npad_edge import Detector
+    from npad_edge.data import read_image
+    from npad_edge.methods import get_method
+
+    small = {"n_centroids": 16, "kmeans_iters": 5, "feature_dim": 16}
+    out = fit_model(small_bottle, tmp_path / "np", method="npad", image_size=96, holdout=3,
+                    method_settings=small, seed=1, progress=False)
+    m = artifact.read_manifest(out)
+    calib = m.extra["calibration"]
+    peaks, scores = calib["holdout_map_peaks"], calib["holdout_scores"]
+    assert len(peaks) == len(scores) == 3
+    assert m.extra["pixel_threshold"] == pytest.approx(calibrate_threshold(np.array(peaks)), rel=1e-6)
+    assert m.threshold.value == pytest.approx(calibrate_threshold(np.array(scores)), rel=1e-6)
+    # max(z_maha, z_eucl) >= their weighted sum at every patch, so the image score is the higher
+    assert all(s >= p - 1e-5 for s, p in zip(scores, peaks))
+    det = Detector.load(out, "CPU", threads=1)
+    assert det.pixel_threshold == m.extra["pixel_threshold"] != det.threshold
+    img = read_image(small_bottle.test[-1].path)
+    pred = det(img)
+    np.testing.assert_array_equal(pred.mask, pred.anomaly_map >= m.extra["pixel_threshold"])
+    # the peaks are the map rule's image scores: what image_combine="map" would have scored
+    loaded = artifact.load_model(out)
+    as_map = get_method("npad", **{**m.method.settings, "image_combine": "map"})
+    as_map = type(as_map).from_state({**m.method.settings, "image_combine": "map"}, loaded.arrays)
+    assert as_map.image_score_is_map_peak and not type(as_map).from_state(m.method.settings, loaded.arrays).image_score_is_map_peak
+    same = fit_model(small_bottle, tmp_path / "np_map", method="npad", image_size=96, holdout=3,
+                     method_settings={**small, "image_combine": "map"}, seed=1, progress=False)
+    ms = artifact.read_manifest(same)
+    assert "pixel_threshold" not in ms.extra and "holdout_map_peaks" not in ms.extra["calibration"]
+    assert ms.extra["calibration"]["holdout_scores"] == pytest.approx(peaks, rel=1e-6)
+    assert Detector.load(same, "CPU", threads=1).pixel_threshold == ms.threshold.value

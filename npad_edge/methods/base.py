@@ -124,6 +124,21 @@ class AnomalyMethod:
     def _expected_hw(self) -> tuple[int, int] | None:
         return None
 
+    #: whether the image score is the peak of the anomaly map's own grid (then the image
+    #: threshold also serves the map's mask); a method that scores images otherwise says False
+    #: and ``map_peaks`` gives the map's peaks for a pixel threshold of their own
+    @property
+    def image_score_is_map_peak(self) -> bool:
+        return True
+
+    def map_peaks(self, patch: np.ndarray) -> np.ndarray:
+        """``(B, h, w)`` patch scores (the map's grid) -> ``(B,)`` their peaks, by the image-score
+        rule of the settings (``image_score="smoothed"``: ``smoothed_max``; else the largest)."""
+        patch = np.asarray(patch, dtype=np.float32)
+        if self.settings.get("image_score") == "smoothed":
+            return smoothed_max(patch, float(self.settings.get("image_sigma", 0.5)))
+        return patch.reshape(patch.shape[0], -1).max(axis=1)
+
     def state_arrays(self) -> dict[str, np.ndarray]:
         """The fitted state as named numpy arrays (no object arrays; safe for ``.npy`` without pickle)."""
         if not self._fitted:

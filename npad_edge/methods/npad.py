@@ -167,6 +167,10 @@ class NPad(AnomalyMethod):
         return s
 
     @property
+    def image_score_is_map_peak(self) -> bool:
+        return not (self.settings["image_combine"] == "max" and self._use_maha and self._use_eucl)
+
+    @property
     def _use_maha(self) -> bool:
         return self.settings["combine"] != "euclidean"
 
