@@ -50,8 +50,7 @@ def test_full_bottle(method, bottle_dir, tmp_path):
         d, h, w = extra["feature_shape"]
         lm = artifact.load_model(path)
         n_patches = extra["n_fit_images"] * h * w
-        st = man.method.settings
-        want = max(1, round(st["coreset"] * n_patches))
-        if st.get("coreset_max") is not None:
-            want = min(want, st["coreset_max"])
+        from npad_edge.methods import get_method
+        want, _ = get_method("patchcore", **man.method.settings).bank_plan(extra["n_fit_images"], (h, w))
+        assert want == min(max(1, round(man.method.settings["coreset"] * n_patches)), 10 * h * w)
         assert lm.arrays["bank"].shape == (want, d)

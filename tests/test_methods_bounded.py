@@ -22,12 +22,12 @@ def _feats(n=12, d=8, h=6, w=7, seed=0):
 def test_coreset_max_caps_the_bank_and_equals_the_greedy_of_that_size():
     train = _feats(n=10)
     rows = to_rows(train)                      # 420 rows; 10 % = 42 > the cap
-    m = get_method("patchcore", coreset=0.1, coreset_max=17).fit(train, seed=3)
+    m = get_method("patchcore", coreset=0.1, coreset_max=17, coreset_pool=None).fit(train, seed=3)
     assert m.bank.shape == (17, 8)
     idx = search.greedy_coreset(rows, 17, proj_dim=128, n_starts=10, seed=3, storage="float16")
     np.testing.assert_array_equal(m.bank, rows[np.sort(idx)])
     # the cap does nothing when the fraction is below it
-    m2 = get_method("patchcore", coreset=0.1, coreset_max=1000).fit(train, seed=3)
+    m2 = get_method("patchcore", coreset=0.1, coreset_max=1000, coreset_pool=None).fit(train, seed=3)
     assert m2.bank.shape[0] == round(0.1 * rows.shape[0])
 
 
@@ -48,11 +48,40 @@ def test_coreset_pool_is_the_union_of_per_image_greedy_centers():
     np.testing.assert_array_equal(again.bank, m.bank)            # same seed, same bank
     # a pool that covers every patch changes nothing
     full = get_method("patchcore", coreset=0.1, coreset_pool=10_000).fit(train, seed=1)
-    plain = get_method("patchcore", coreset=0.1).fit(train, seed=1)
+    plain = get_method("patchcore", coreset=0.1, coreset_pool=None).fit(train, seed=1)
     np.testing.assert_array_equal(full.bank, plain.bank)
 
 
-@pytest.mark.parametrize("bad", [0, -3, 1.5, "10"])
+def test_bank_plan_auto_keeps_ten_vectors_per_grid_cell_and_a_pool_four_times_the_bank():
+    pc = get_method("patchcore")
+    assert pc.settings["coreset_max"] == pc.settings["coreset_pool"] == "auto"
+    # the cap binds: 686 images x (46 x 40) patches, 10 % = 126k > 10 x 1840
+    assert pc.bank_plan(686, (46, 40)) == (18_400, 73_600)
+    assert pc.bank_plan(686, (32, 32)) == (10_240, 40_960)      # ~ the fixed 10,000 / 40,000 at 256 x 256
+    assert pc.bank_plan(300, (100, 40)) == (40_000, 160_000)    # 800 x 320 strips: the bank follows the area
+    # the fraction binds: 48 images x 1600 patches, 10 % = 7,680 < 16,000
+    assert pc.bank_plan(48, (40, 40)) == (7_680, 30_720)
+    # a pool that would hold every patch is no pool
+    assert pc.bank_plan(3, (8, 8)) == (19, 76)
+    assert get_method("patchcore", coreset=0.3).bank_plan(1, (8, 8)) == (19, None)
+    # explicit settings keep their meaning
+    fixed = get_method("patchcore", coreset_max=10_000, coreset_pool=40_000)
+    assert fixed.bank_plan(686, (46, 40)) == (10_000, 40_000)
+    assert get_method("patchcore", coreset_max=None, coreset_pool=None).bank_plan(686, (46, 40)) == (126_224, None)
+    assert get_method("patchcore", coreset_max=50, coreset_pool=10).bank_plan(100, (10, 10)) == (50, 50)
+
+
+def test_default_fit_follows_its_bank_plan():
+    train = _feats(n=10, h=6, w=7)             # 420 rows: 10 % = 42 < 10 x 42; pool 4 x 42 = 168
+    m = get_method("patchcore").fit(train, seed=2)
+    assert m.bank.shape == (42, 8)
+    explicit = get_method("patchcore", coreset_max=420, coreset_pool=168).fit(train, seed=2)
+    np.testing.assert_array_equal(m.bank, explicit.bank)
+    no_pool = get_method("patchcore", coreset_pool=None).fit(train, seed=2)
+    assert not np.array_equal(no_pool.bank, m.bank)            # the pool is really used
+
+
+@pytest.mark.parametrize("bad", [0, -3, 1.5, "10", "Auto"])
 def test_bound_settings_are_validated(bad):
     with pytest.raises(InvalidInputError, match="coreset_max"):
         get_method("patchcore", coreset_max=bad)

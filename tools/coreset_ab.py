@@ -45,10 +45,11 @@ def main() -> int:
     feats = np.load(d / "features.npy")
     meta = json.loads((d / "meta.json").read_text())
     rows = to_rows(feats)
-    s = PatchCore.DEFAULTS
-    n_select = min(int(round(s["coreset"] * rows.shape[0])), s["coreset_max"])
+    pc = PatchCore()
+    s = pc.settings
+    n_select, n_pool = pc.bank_plan(feats.shape[0], feats.shape[2:])
     greedy = dict(proj_dim=s["coreset_proj_dim"], n_starts=s["coreset_starts"], seed=0, storage=a.storage)
-    pool = PatchCore._pool(rows, feats.shape[0], max(s["coreset_pool"], n_select), greedy, None)
+    pool = rows if n_pool is None else PatchCore._pool(rows, feats.shape[0], n_pool, greedy, None)
     print(f"{a.category}: {meta['shape']} features, input {meta['input_size']}, pool {pool.shape}, "
           f"{n_select} selected, storage {a.storage}, isa {search.isa()}, load {os.getloadavg()[0]:.1f}")
     for t in a.threads:

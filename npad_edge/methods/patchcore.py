@@ -55,13 +55,18 @@ class PatchCore(AnomalyMethod):
     --------
     coreset : float in (0, 1]
         Fraction of all training patch vectors kept in the bank (1.0 keeps all). Default 0.1.
-    coreset_max : int | None
+    coreset_max : "auto" | int | None
         Upper bound on the bank size in vectors (None: no bound). The bank is
         ``min(round(coreset * N), coreset_max)`` vectors, so the fit (greedy steps x N) and the
-        per-image search (patches x bank) stay bounded when the resolution or the training set
-        grows, instead of growing with it (docs/accuracy.md, "fit cost").
-    coreset_pool : int | None
-        Greedy candidates (None: all patches). With a pool, the bank is selected in two
+        per-image search (patches x bank) stay bounded when the training set grows, instead of
+        growing with it (docs/accuracy.md, "fit cost"). ``"auto"`` (default): ``BANK_PER_CELL``
+        (10) vectors per cell of the feature grid, e.g. 10,240 at 256 x 256 (the fixed 10,000
+        of earlier models), 16,000 at 320 x 320, 18,400 at 368 x 320, 40,000 for 800 x 320
+        strips: the bank keeps the same density per unit of the part's image when the input
+        grows, where a fixed cap thinned it (docs/accuracy.md, stop 25). :meth:`bank_plan`.
+    coreset_pool : "auto" | int | None
+        Greedy candidates (None: all patches; ``"auto"``, the default: ``POOL_PER_BANK`` (4)
+        times the bank size, the 40,000 / 10,000 of earlier models). With a pool, the bank is selected in two
         stages: each training image's own greedy k-centers (``ceil(pool / n_images)`` of its
         patches) are pooled, then the greedy runs on that pool. The union of per-part k-center
         sets is a composable coreset for k-center coverage (Indyk et al., PODS 2014): an
@@ -121,10 +126,14 @@ class PatchCore(AnomalyMethod):
     """
 
     name = "patchcore"
+    #: coreset_max="auto": bank vectors per cell of the feature grid
+    BANK_PER_CELL = 10
+    #: coreset_pool="auto": pool size as a multiple of the bank size
+    POOL_PER_BANK = 4
     DEFAULTS: Mapping[str, Any] = {
         "coreset": 0.1,
-        "coreset_max": 10_000,
-        "coreset_pool": 40_000,
+        "coreset_max": "auto",
+        "coreset_pool": "auto",
         "coreset_proj_dim": 128,
         "coreset_starts": 10,
         "coreset_storage": "float16",
@@ -142,8 +151,9 @@ class PatchCore(AnomalyMethod):
 
     def _validate(self, s: dict[str, Any]) -> dict[str, Any]:
         require_number(s, "coreset", lo=0.0, hi=1.0, lo_open=True)
-        require_number(s, "coreset_max", lo=1, integer=True, allow_none=True)
-        require_number(s, "coreset_pool", lo=1, integer=True, allow_none=True)
+        for key in ("coreset_max", "coreset_pool"):
+            if s[key] != "auto":
+                require_number(s, key, lo=1, integer=True, allow_none=True)
         require_number(s, "coreset_proj_dim", lo=1, integer=True)
         require_number(s, "coreset_starts", lo=1, integer=True)
         require_choice(s, "coreset_storage", ("float16", "float32", "int8"))
@@ -160,7 +170,7 @@ class PatchCore(AnomalyMethod):
         s["image_sigma"] = float(s["image_sigma"])
         s["coreset"] = float(s["coreset"])
         for key in ("coreset_max", "coreset_pool"):
-            if s[key] is not None:
+            if s[key] is not None and s[key] != "auto":
                 s[key] = int(s[key])
         for key in ("coreset_proj_dim", "coreset_starts", "hnsw_m", "hnsw_ef_construction", "hnsw_ef",
                     "reweight_neighbors", "search_rerank"):
@@ -168,16 +178,36 @@ class PatchCore(AnomalyMethod):
         return s
 
     # -- fit -------------------------------------------------------------------------------
+    def bank_plan(self, n_images: int, grid_hw: tuple[int, int]) -> tuple[int, int | None]:
+        """``(bank size, pool size or None)`` for ``n_images`` training images of a feature grid
+        ``grid_hw``: the settings' rule (``coreset``, ``coreset_max``, ``coreset_pool``). The
+        pool is None when there is none or it would hold every patch."""
+        s = self.settings
+        cells = int(grid_hw[0]) * int(grid_hw[1])
+        n_rows = int(n_images) * cells
+        n_select = max(1, int(round(s["coreset"] * n_rows)))
+        cap = s["coreset_max"]
+        if cap == "auto":
+            cap = self.BANK_PER_CELL * cells
+        if cap is not None:
+            n_select = min(n_select, int(cap))
+        pool = s["coreset_pool"]
+        if pool == "auto":
+            pool = self.POOL_PER_BANK * n_select
+        if pool is not None:
+            pool = max(int(pool), n_select)
+            if pool >= n_rows:
+                pool = None
+        return n_select, pool
+
     def _fit(self, features: np.ndarray, seed: int, progress: ProgressFn | None) -> None:
         s = self.settings
         rows = to_rows(features)
-        n_select = max(1, int(round(s["coreset"] * rows.shape[0])))
-        if s["coreset_max"] is not None:
-            n_select = min(n_select, s["coreset_max"])
+        n_select, pool = self.bank_plan(features.shape[0], features.shape[2:])
         greedy = dict(proj_dim=s["coreset_proj_dim"], n_starts=s["coreset_starts"], seed=seed,
                       storage=s["coreset_storage"])
-        if s["coreset_pool"] is not None and max(s["coreset_pool"], n_select) < rows.shape[0]:
-            rows = self._pool(rows, features.shape[0], max(s["coreset_pool"], n_select), greedy, progress)
+        if pool is not None:
+            rows = self._pool(rows, features.shape[0], pool, greedy, progress)
         if n_select >= rows.shape[0]:
             bank = rows
         else:

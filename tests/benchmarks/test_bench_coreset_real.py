@@ -11,10 +11,12 @@ on real features of both real categories (MVTec AD bottle, magnetic_tile):
   default ``resize_on``), for the first
   ``NPAD_BENCH_CORESET_IMAGES`` (default 48) train/good images in sorted order, extracted
   once and cached under ``NPAD_BENCH_CORESET_CACHE`` (default /tmp/npad_bench_coreset_real);
-* selection: ``PatchCore._fit``'s with the default settings (bank = min(round(0.1 N), 10,000)
-  rows; since N > coreset_pool = 40,000, first each image's own greedy k-centers with one
-  thread, pooled, then the greedy on the pool with THREADS threads; projection to 128, 10
-  starts, seed 0);
+* selection: ``PatchCore._fit``'s with the default settings (``PatchCore.bank_plan``: bank =
+  min(round(0.1 N), 10 per grid cell) rows, pool 4x the bank; since N > the pool, first each
+  image's own greedy k-centers with one thread, pooled, then the greedy on the pool with
+  THREADS threads; projection to 128, 10 starts, seed 0). ``NPAD_BENCH_CORESET_SETTINGS``
+  (e.g. ``coreset_max=10000,coreset_pool=40000``, the fixed plan of stops 17-24, under which
+  the stop-24 figures of docs/search.md were measured) overrides settings;
 * implementations, each timed over the whole selection (both stages, projection included):
   ``npad-f16`` (PatchCore's default ``coreset_storage="float16"``), ``npad`` (float32
   storage); ``numpy-gemv``: the documented algorithm in plain numpy with PatchCore's own
@@ -64,6 +66,8 @@ TORCH_HUB = SHARED / "weights" / "torch_hub"
 CATEGORIES = {"bottle": SHARED / "data" / "mvtec_ad" / "bottle",
               "magnetic_tile": SHARED / "data" / "magnetic_tile"}
 N_IMAGES = int(os.environ.get("NPAD_BENCH_CORESET_IMAGES", "48"))
+PLAN_SETTINGS = {k: int(v) for k, v in (kv.split("=") for kv in
+                                        os.environ.get("NPAD_BENCH_CORESET_SETTINGS", "").split(",") if kv)}
 CACHE = Path(os.environ.get("NPAD_BENCH_CORESET_CACHE", "/tmp/npad_bench_coreset_real"))
 # numpy-gemv is the baseline: 3 rounds, because on a shared VM its time moves by up to ~15x
 # with the neighbours' cache traffic (its 20 MB matrix fits this L3 when they leave it alone);
@@ -135,15 +139,13 @@ def real_features(category: str):
 
 # ---- the selection, as PatchCore._fit makes it ------------------------------------------------
 
-def patchcore_plan(n_rows: int):
-    from npad_edge.methods.patchcore import PatchCore
-    s = PatchCore.DEFAULTS
-    n_select = max(1, int(round(s["coreset"] * n_rows)))
-    if s["coreset_max"] is not None:
-        n_select = min(n_select, s["coreset_max"])
-    pool = None
-    if s["coreset_pool"] is not None and max(s["coreset_pool"], n_select) < n_rows:
-        pool = max(s["coreset_pool"], n_select)
+def patchcore_plan(feature_shape, **settings):
+    """The default PatchCore's bank plan (``PatchCore.bank_plan``) for features (N, D, h, w);
+    ``settings`` override the defaults (e.g. the fixed 10,000 / 40,000 of stops 17-24)."""
+    from npad_edge.methods import get_method
+    m = get_method("patchcore", **settings)
+    n_select, pool = m.bank_plan(feature_shape[0], feature_shape[2:])
+    s = m.settings
     return dict(n_select=n_select, pool=pool, proj_dim=s["coreset_proj_dim"], n_starts=s["coreset_starts"])
 
 
@@ -285,7 +287,7 @@ def setup(category: str):
         feats, meta = real_features(category)
         from npad_edge.methods.base import to_rows
         rows = to_rows(feats)
-        _cache.update(key=category, feats=feats, meta=meta, rows=rows, plan=patchcore_plan(rows.shape[0]),
+        _cache.update(key=category, feats=feats, meta=meta, rows=rows, plan=patchcore_plan(feats.shape, **PLAN_SETTINGS),
                       results={})
     return _cache
 
