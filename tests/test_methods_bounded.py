@@ -264,3 +264,21 @@ def test_core_local_gaussians_give_the_same_bits_on_every_instruction_set():
     assert "scalar" in outs
     for isa, out in outs.items():
         np.testing.assert_array_equal(out, outs["scalar"], err_msg=isa)
+
+
+def test_npad_auto_centroids_are_one_per_grid_cell():
+    m = get_method("npad")
+    assert m.settings["n_centroids"] == "auto"
+    assert m.centroid_count((32, 32)) == 1024          # the fixed default of earlier models at 256 x 256
+    assert m.centroid_count((46, 40)) == 1840
+    assert get_method("npad", n_centroids=16).centroid_count((46, 40)) == 16
+    train = _feats(n=12, d=8, h=6, w=7)
+    fitted = get_method("npad", feature_dim=4, kmeans_iters=3).fit(train, seed=0)
+    assert fitted.state_arrays()["centroids"].shape == (42, 4)
+    explicit = get_method("npad", feature_dim=4, kmeans_iters=3, n_centroids=42).fit(train, seed=0)
+    np.testing.assert_array_equal(fitted.state_arrays()["centroids"], explicit.state_arrays()["centroids"])
+    # a saved model's settings say "auto"; it loads by its arrays
+    again = method_class("npad").from_state(fitted.settings, fitted.state_arrays())
+    np.testing.assert_array_equal(again.score(train[:2])[0], fitted.score(train[:2])[0])
+    with pytest.raises(InvalidInputError, match="n_centroids"):
+        get_method("npad", n_centroids="many")

@@ -69,8 +69,12 @@ class NPad(AnomalyMethod):
         How to reduce (only used with ``feature_dim``).
     shrinkage : float in [0, 1]
         Covariance shrinkage towards ``tr(S)/D * I``.
-    n_centroids : int >= 0
-        k-means centroids of the nominal set (0: no Euclidean term).
+    n_centroids : "auto" | int >= 0
+        k-means centroids of the nominal set (0: no Euclidean term). ``"auto"`` (default): one
+        per cell of the feature grid (1,024 at 256 x 256, the fixed default of earlier models;
+        1,600 at 320 x 320, 1,840 at 368 x 320), so the nominal set keeps its density per unit
+        of the part's image when the input grows, as PatchCore's bank does
+        (docs/accuracy.md, stop 25).
     kmeans_iters, kmeans_sample : int
         Lloyd iterations; at most this many nominal patches (seeded sample) are clustered.
     combine : "sum" | "max" | "mahalanobis" | "euclidean"
@@ -109,7 +113,7 @@ class NPad(AnomalyMethod):
         "feature_dim": 64,
         "reduction": "pca",
         "shrinkage": 0.3,
-        "n_centroids": 1024,
+        "n_centroids": "auto",
         "kmeans_iters": 20,
         "kmeans_sample": 100_000,
         "combine": "sum",
@@ -141,7 +145,8 @@ class NPad(AnomalyMethod):
         require_number(s, "feature_dim", lo=1, integer=True, allow_none=True)
         require_choice(s, "reduction", ("pca", "random"))
         require_number(s, "shrinkage", lo=0.0, hi=1.0)
-        require_number(s, "n_centroids", lo=0, integer=True)
+        if s["n_centroids"] != "auto":
+            require_number(s, "n_centroids", lo=0, integer=True)
         require_number(s, "kmeans_iters", lo=1, integer=True)
         require_number(s, "kmeans_sample", lo=1, integer=True)
         require_choice(s, "combine", ("sum", "max", "mahalanobis", "euclidean"))
@@ -155,8 +160,10 @@ class NPad(AnomalyMethod):
         require_number(s, "image_sigma", lo=0.0)
         s["image_sigma"] = float(s["image_sigma"])
         s["knn_k"] = int(s["knn_k"])
-        for key in ("radius", "n_centroids", "kmeans_iters", "kmeans_sample"):
+        for key in ("radius", "kmeans_iters", "kmeans_sample"):
             s[key] = int(s[key])
+        if s["n_centroids"] != "auto":
+            s["n_centroids"] = int(s["n_centroids"])
         if s["feature_dim"] is not None:
             s["feature_dim"] = int(s["feature_dim"])
         s["shrinkage"] = float(s["shrinkage"])
@@ -165,6 +172,14 @@ class NPad(AnomalyMethod):
             from ..errors import InvalidInputError
             raise InvalidInputError(f"combine={s['combine']!r} needs n_centroids > 0")
         return s
+
+    #: n_centroids="auto": centroids per cell of the feature grid
+    CENTROIDS_PER_CELL = 1
+
+    def centroid_count(self, grid_hw: tuple[int, int]) -> int:
+        """The number of k-means centroids for a feature grid ``grid_hw`` (``n_centroids``)."""
+        n = self.settings["n_centroids"]
+        return self.CENTROIDS_PER_CELL * int(grid_hw[0]) * int(grid_hw[1]) if n == "auto" else int(n)
 
     @property
     def image_score_is_map_peak(self) -> bool:
@@ -241,7 +256,7 @@ class NPad(AnomalyMethod):
             if rows.shape[0] > s["kmeans_sample"]:
                 rows = rows[np.sort(rng.choice(rows.shape[0], size=s["kmeans_sample"], replace=False))]
             cb = None if progress is None else (lambda done, total: progress("kmeans", done, total))
-            self._centroids = kmeans(np.ascontiguousarray(rows), s["n_centroids"], iters=s["kmeans_iters"],
+            self._centroids = kmeans(np.ascontiguousarray(rows), self.centroid_count((h, w)), iters=s["kmeans_iters"],
                                      seed=seed, progress=cb)
         self._build_index()
         # nominal statistics of each term, on the training patches
