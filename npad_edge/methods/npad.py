@@ -31,9 +31,9 @@ patch instead of O(D^3)); the Mahalanobis term is the distance to that Gaussian.
 state is then every reduced training feature (``N*h*w*D`` values in ``precision``). Its
 nominal statistics come from training images scored against the others (own image excluded).
 
-Defaults (radius 1, PCA to 64 dims, shrinkage 0.3, 1024 centroids, sum with Mahalanobis weight
-0.25, fp16 factors; ``gaussian="auto"`` with 64 neighbours) and the measurements behind them:
-docs/accuracy.md.
+Defaults (radius 1, PCA to 64 dims, shrinkage 0.3, one centroid per grid cell, sum with
+Mahalanobis weight 0.25 for the map and the stronger term for the image score, fp16 factors;
+``gaussian="auto"`` with 64 neighbours) and the measurements behind them: docs/accuracy.md.
 
 Memory of the stored state: ``h*w*D*(D+1)/2`` factor entries (float16: 2 bytes each) plus
 ``h*w*D`` means plus ``n_centroids*D`` centroids.
