@@ -2,9 +2,10 @@
 
 - :func:`image_auroc`: ROC AUC of image scores vs image labels.
 - :func:`image_auroc_ci`: its standard error and confidence interval (DeLong et al. 1988), and
-  :func:`compare_auroc`: DeLong's paired test of two scorings of the same test images. A test
-  set of 190 good and 392 defective images resolves image AUROC to about +-0.5 pt near 97 %:
-  these say which differences between two settings a test set can tell apart.
+  :func:`compare_auroc`: DeLong's paired test of two scorings of the same test images. With 190
+  good and 392 defective images an image AUROC near 97.5 % has a standard error of about 0.5 pt
+  (a 95 % interval about +-1 pt wide each side): these say which differences between two
+  settings a test set can tell apart.
 - :func:`pixel_auroc`: ROC AUC over *all* pixels of *all* test images (good images included).
 - :func:`pro_score`: AU-PRO up to ``fpr_limit`` (0.3) divided by ``fpr_limit`` (Bergmann et al.):
   ``FPR(t)`` = false-positive pixels / all anomaly-free pixels of the test set, ``PRO(t)`` =
