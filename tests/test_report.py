@@ -26,7 +26,8 @@ def fake_result(paths=None, with_pro=True, seed=0):
     if paths is None:
         paths = [f"/data/cat/test/{t}/{i:03d}.png" for i, t in enumerate(types_)]
     return types.SimpleNamespace(
-        metrics=dict(image_auroc=0.95, pixel_auroc=0.9 if with_pro else None, pro=0.8 if with_pro else None,
+        metrics=dict(image_auroc=0.95, image_auroc_ci95=[0.91, 0.975],
+                     pixel_auroc=0.9 if with_pro else None, pro=0.8 if with_pro else None,
                      eval_resolution=[64, 64], threshold=1.3, f1_threshold=1.4, f1=0.9, n_images=len(scores)),
         paths=paths, labels=labels, scores=scores, defect_types=types_, roc=(fpr, tpr),
         pro_curve=(pf, np.sqrt(pf)) if with_pro else None, timings={"ms_per_image": 12.5})
@@ -44,6 +45,7 @@ def test_report_sections_svg_and_data_uris(tmp_path):
     assert html.count("<svg") == 3
     assert html.count("data:image/png;base64,") == 2
     assert "95.0 %" in html and "80.0 %" in html
+    assert "95.0 % (95 % CI 91.0&ndash;97.5 %, DeLong)" in html and "image_auroc_ci95" not in html
     # Self-contained: no network references of any kind.
     assert not re.search(r"https?://", html)
     assert "<script" not in html and "<link" not in html and "@import" not in html
