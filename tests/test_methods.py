@@ -180,7 +180,7 @@ def test_npad_mahalanobis_matches_direct(radius):
 
 def test_npad_euclidean_term_and_combination():
     train, test = _feats(n=20), _feats(n=2, seed=3)
-    m = get_method("npad", n_centroids=10, weight=0.3, precision="float32").fit(train, seed=2)
+    m = get_method("npad", n_centroids=10, weight=0.3, precision="float32", image_combine="max").fit(train, seed=2)
     st = m.state_arrays()
     cent = st["centroids"].astype(np.float64)
     assert cent.shape == (10, 8)
@@ -205,6 +205,13 @@ def test_npad_euclidean_term_and_combination():
     np.testing.assert_array_equal(p_map, patch)
     smooth = np.stack([ndimage.gaussian_filter(p.astype(np.float64), 0.5, mode="nearest", truncate=4.0) for p in patch])
     np.testing.assert_allclose(i_map, smooth.reshape(2, -1).max(1), rtol=1e-5, atol=1e-5)
+    # "auto" resolves by the reading, at fit time and at load: max with knn, the map with window
+    for reading, want in (("knn", "max"), ("window", "map")):
+        a = get_method("npad", n_centroids=10, precision="float32", gaussian=reading).fit(train, seed=2)
+        assert a.settings["image_combine"] == want
+        loaded = method_class("npad").from_state({**a.settings, "image_combine": "auto"}, a.state_arrays())
+        assert loaded.settings["image_combine"] == want
+        np.testing.assert_array_equal(loaded.score(test)[1], a.score(test)[1])
     # a model saved before the setting scores its images from the map, as it was calibrated
     old = {k: v for k, v in m.settings.items() if k != "image_combine"}
     m_old = method_class("npad").from_state(old, m.state_arrays())

@@ -178,10 +178,11 @@ def test_npad_image_score_and_map_mask_thresholds(small_bottle, tmp_path):
     from npad_edge.data import read_image
     from npad_edge.methods import get_method
 
-    small = {"n_centroids": 16, "kmeans_iters": 5, "feature_dim": 16}
+    small = {"n_centroids": 16, "kmeans_iters": 5, "feature_dim": 16, "gaussian": "knn"}
     out = fit_model(small_bottle, tmp_path / "np", method="npad", image_size=96, holdout=3,
                     method_settings=small, seed=1, progress=False)
     m = artifact.read_manifest(out)
+    assert m.method.settings["image_combine"] == "max"      # "auto" with the knn reading, recorded
     calib = m.extra["calibration"]
     peaks, scores = calib["holdout_map_peaks"], calib["holdout_scores"]
     assert len(peaks) == len(scores) == 3
@@ -202,6 +203,7 @@ def test_npad_image_score_and_map_mask_thresholds(small_bottle, tmp_path):
     same = fit_model(small_bottle, tmp_path / "np_map", method="npad", image_size=96, holdout=3,
                      method_settings={**small, "image_combine": "map"}, seed=1, progress=False)
     ms = artifact.read_manifest(same)
+    assert ms.method.settings["image_combine"] == "map"
     assert "pixel_threshold" not in ms.extra and "holdout_map_peaks" not in ms.extra["calibration"]
     assert ms.extra["calibration"]["holdout_scores"] == pytest.approx(peaks, rel=1e-6)
     assert Detector.load(same, "CPU", threads=1).pixel_threshold == ms.threshold.value

@@ -16,11 +16,13 @@ every unpublished choice a named setting:
    training patches (``normalize="global"``: one mean/std per term; ``"position"``: per position
    for the Mahalanobis term), and combined: ``"sum"`` -> ``weight * z_maha + (1 - weight) * z_eucl``,
    ``"max"`` -> ``max(z_maha, z_eucl)``, or one term alone (``"mahalanobis"``, ``"euclidean"``).
-5. Image score (``image_combine``): by default the peak of ``max(z_maha, z_eucl)`` per patch, the
-   stronger of the two terms' evidence, while the anomaly map keeps the ``combine`` rule (the
-   weighted sum): ranking every pixel gains from averaging two estimates, deciding on the one
-   most deviant place gains from the more sensitive one (docs/accuracy.md, stop 25).
-   ``image_combine="map"``: the image score comes from the map's own grid (models saved before).
+5. Image score (``image_combine``): with the second reading (below) the peak of
+   ``max(z_maha, z_eucl)`` per patch, the stronger of the two terms' evidence, while the anomaly
+   map keeps the ``combine`` rule (the weighted sum): ranking every pixel gains from averaging
+   two estimates, deciding on the one most deviant place gains from the more sensitive one, and
+   the local Gaussian of a patch's nearest nominal features is a sensitive test. With the window
+   Gaussians (one broad Gaussian per position) the image score is the map's own peak
+   (docs/accuracy.md, stop 25).
 
 The second reading of METHODS.md is the setting ``gaussian="knn"``: no Gaussian is stored;
 at test time, for each test patch at (i, j), the ``knn_k`` nominal features nearest to it
@@ -93,11 +95,12 @@ class NPad(AnomalyMethod):
         Image score: the largest value of the combined patch-score grid smoothed with a
         Gaussian of ``image_sigma`` cells (``base.smoothed_max``: the peak of the anomaly map),
         or the largest patch score.
-    image_combine : "max" | "map"
-        What the image score takes its peak of: "max" (default) the larger of the two
-        normalised terms per patch, ``max(z_maha, z_eucl)`` (the map is still the ``combine``
-        rule); "map" the map's own combined grid. With one term ("mahalanobis" / "euclidean")
-        both are that term.
+    image_combine : "auto" | "max" | "map"
+        What the image score takes its peak of: "max" the larger of the two normalised terms
+        per patch, ``max(z_maha, z_eucl)`` (the map is still the ``combine`` rule); "map" the
+        map's own combined grid; "auto" (default) "max" with the knn reading and "map" with the
+        window reading, resolved at fit time and recorded (measured: docs/accuracy.md, stop 25).
+        With one term ("mahalanobis" / "euclidean") all are that term.
     image_sigma : float >= 0
         Grid cells of the "smoothed" image score's Gaussian (0.5: the anomaly map's sigma of 4
         input pixels on the stride-8 grid).
@@ -123,7 +126,7 @@ class NPad(AnomalyMethod):
         "gaussian": "auto",
         "knn_k": 64,
         "image_score": "smoothed",
-        "image_combine": "max",
+        "image_combine": "auto",
         "image_sigma": 0.5,
     }
     SAVED_WITHOUT: Mapping[str, Any] = {"image_score": "max", "image_combine": "map"}
@@ -156,7 +159,7 @@ class NPad(AnomalyMethod):
         require_choice(s, "gaussian", ("auto", "window", "knn"))
         require_number(s, "knn_k", lo=2, integer=True)
         require_choice(s, "image_score", ("smoothed", "max"))
-        require_choice(s, "image_combine", ("max", "map"))
+        require_choice(s, "image_combine", ("auto", "max", "map"))
         require_number(s, "image_sigma", lo=0.0)
         s["image_sigma"] = float(s["image_sigma"])
         s["knn_k"] = int(s["knn_k"])
@@ -180,6 +183,12 @@ class NPad(AnomalyMethod):
         """The number of k-means centroids for a feature grid ``grid_hw`` (``n_centroids``)."""
         n = self.settings["n_centroids"]
         return self.CENTROIDS_PER_CELL * int(grid_hw[0]) * int(grid_hw[1]) if n == "auto" else int(n)
+
+    def _resolve_image_combine(self) -> None:
+        """image_combine="auto" -> "max" with the knn reading, "map" with the window reading."""
+        s = self.settings
+        if s["image_combine"] == "auto" and s["gaussian"] != "auto":
+            s["image_combine"] = "max" if s["gaussian"] == "knn" else "map"
 
     @property
     def image_score_is_map_peak(self) -> bool:
@@ -244,6 +253,7 @@ class NPad(AnomalyMethod):
             r2 = positional_r2(x, s["radius"])
             s["gaussian"] = "window" if r2 >= self.ALIGNED_R2 else "knn"
             log.info("N-pad gaussian='auto': positional R2 %.3f -> %r", r2, s["gaussian"])
+        self._resolve_image_combine()
         if self._use_maha and s["gaussian"] == "knn":
             self._nominal = np.ascontiguousarray(x.astype(s["precision"]))
         elif self._use_maha:
@@ -369,6 +379,7 @@ class NPad(AnomalyMethod):
         if self.settings["gaussian"] == "auto":
             # a model saved before "auto" was the default (or by hand): its arrays say which reading
             self.settings["gaussian"] = "knn" if "nominal" in arrays else "window"
+        self._resolve_image_combine()
         if self._use_maha and self.settings["gaussian"] == "knn":
             self._nominal = np.ascontiguousarray(arrays["nominal"])
         elif self._use_maha:
