@@ -16,8 +16,9 @@ defines it). The mask is ``anomaly_map >= pixel_threshold``; the pixel threshold
 for PatchCore the image score is the largest patch score and the map is the blurred,
 upsampled patch scores on the same scale, so the image threshold marks the patches that alone
 would make an image anomalous (the blur lowers isolated peaks, so a mask may be empty for an
-image barely above the threshold). N-pad fits (image score from the stronger of its two terms,
-not from its map) carry their own pixel threshold, calibrated on the map (``pipeline``).
+image barely above the threshold). N-pad fits whose image score is the stronger of its two terms
+rather than the map's peak (the knn reading's default) carry their own pixel threshold,
+calibrated on the map (``pipeline``).
 """
 
 from __future__ import annotations
