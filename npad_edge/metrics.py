@@ -190,16 +190,15 @@ def image_auroc_ci(labels, scores, level: float = 0.95) -> dict:
     0.5 where A is near 1 (a plain ``A +- z se`` would cross 1 there). At A = 0 or 1 DeLong's
     variance is 0 and so is the interval's width: the test set shows no error to estimate from.
     """
+    z = _z(level)
     y, s = _labels_scores(labels, scores)
     auc, v10, v01 = _placements(y, s)
     se = math.sqrt(_var(v10) / v10.size + _var(v01) / v01.size)
     lo = hi = auc
     if 0.0 < auc < 1.0 and se > 0.0:
-        half = _z(level) * se / (auc * (1.0 - auc))
+        half = z * se / (auc * (1.0 - auc))
         logit = math.log(auc / (1.0 - auc))
         lo, hi = 1.0 / (1.0 + math.exp(-(logit - half))), 1.0 / (1.0 + math.exp(-(logit + half)))
-    else:
-        _z(level)
     return {"auroc": auc, "se": se, "lo": lo, "hi": hi, "level": float(level)}
 
 

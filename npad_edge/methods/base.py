@@ -133,7 +133,8 @@ class AnomalyMethod:
 
     def map_peaks(self, patch: np.ndarray) -> np.ndarray:
         """``(B, h, w)`` patch scores (the map's grid) -> ``(B,)`` their peaks, by the image-score
-        rule of the settings (``image_score="smoothed"``: ``smoothed_max``; else the largest)."""
+        rule of the settings (``image_score="smoothed"``: ``smoothed_max``; else the largest).
+        N-pad's image score is this rule on its image grid."""
         patch = np.asarray(patch, dtype=np.float32)
         if self.settings.get("image_score") == "smoothed":
             return smoothed_max(patch, float(self.settings.get("image_sigma", 0.5)))

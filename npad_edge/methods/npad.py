@@ -51,7 +51,7 @@ import numpy as np
 
 from .. import search
 from ._kmeans import kmeans
-from .base import AnomalyMethod, smoothed_max, ProgressFn, require_choice, require_number, to_rows
+from .base import AnomalyMethod, ProgressFn, require_choice, require_number, to_rows
 
 __all__ = ["NPad", "positional_r2"]
 
@@ -344,9 +344,7 @@ class NPad(AnomalyMethod):
         grid = patch
         if self.settings["image_combine"] == "max" and zm is not None and ze is not None:
             grid = np.maximum(zm, ze).astype(np.float32)
-        if self.settings["image_score"] == "smoothed":
-            return patch, smoothed_max(grid, self.settings["image_sigma"])
-        return patch, grid.reshape(grid.shape[0], -1).max(axis=1)
+        return patch, self.map_peaks(grid)
 
     def score_terms(self, features: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
         """The raw (unnormalised) Mahalanobis and Euclidean patch maps (B, h, w), for analysis."""
