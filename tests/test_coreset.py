@@ -279,7 +279,10 @@ def test_exception_in_progress_stops_and_propagates(exc, storage):
 
     with pytest.raises(exc, match="stop"):
         search.greedy_coreset(features, 40000, proj_dim=None, progress=progress, threads=2, storage=storage)
-    assert len(seen) == 2 and 0 < seen[-1] < 40000  # stopped at the second report
+    # stopped at the second report, long before the end. The second report may still say 0: the
+    # subspace bound's setup (principal coordinates of every row) runs before the first step, and
+    # a slow machine's time-based report can fall inside it (seen once in a fresh CI run).
+    assert len(seen) == 2 and 0 <= seen[-1] < 40000
 
 
 @pytest.mark.skipif(not hasattr(signal, "SIGINT") or os.name == "nt", reason="POSIX signals")
