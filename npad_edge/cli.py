@@ -65,13 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--data", required=True, type=Path, metavar="DIR",
                    help="category folder in MVTec layout (DIR/train/good/*.png) or a folder of good images")
     f.add_argument("--method", choices=("patchcore", "npad"), default="patchcore", help="default: patchcore")
-    f.add_argument("--backbone", metavar="NAME", help="feature backbone (default: the method's default)")
+    f.add_argument("--backbone", metavar="NAME", help="feature backbone (default: efficientnet_lite2)")
     f.add_argument("--weights", metavar="SOURCE",
                    help="backbone weights: 'imagenet' (default, installed package or torch hub cache) "
                         "or a path to a .pth file")
     f.add_argument("--taps", metavar="A,B[,C]",
-                   help="backbone stages to take features from (default: the stride-8 and stride-16 "
-                        "stages); e.g. stage2,stage3,stage5 adds EfficientNet-Lite's stride-4 stage")
+                   help="backbone stages to take features from (default: the backbone's; stage2,stage3,stage5 "
+                        "for EfficientNet-Lite: the stride-4, stride-8 and stride-16 stages)")
     f.add_argument("--coreset", type=float, metavar="FRACTION",
                    help="fraction of patch features kept in the memory bank, e.g. 0.1")
     f.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",
@@ -188,7 +188,7 @@ def _add_fleet_parsers(sub, common) -> None:
                     help="CPUs per part's task; its torch/BLAS threads (default 1)")
     fm.add_argument("--retries", type=int, default=2, metavar="N", help="retries of a task whose worker died (default 2)")
     fm.add_argument("--method", choices=("patchcore", "npad"), default="patchcore", help="default: patchcore")
-    fm.add_argument("--backbone", metavar="NAME", help="feature backbone (default: the method's default)")
+    fm.add_argument("--backbone", metavar="NAME", help="feature backbone (default: efficientnet_lite2)")
     fm.add_argument("--taps", metavar="A,B[,C]", help="backbone stages to take features from")
     fm.add_argument("--coreset", type=float, metavar="FRACTION", help="PatchCore memory-bank fraction, e.g. 0.1")
     fm.add_argument("--set", dest="settings", action="append", default=[], metavar="KEY=VALUE",

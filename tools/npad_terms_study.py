@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--size", required=True, help="HxW model input (the study cache's)")
     ap.add_argument("--resize", default="core", choices=("aa", "core"))
     ap.add_argument("--taps", default="stage2,stage3,stage5")
+    ap.add_argument("--backbone", default=None, help="default: the product's")
     ap.add_argument("--config", default="", help="N-pad settings k=v,k=v (e.g. gaussian=window)")
     ap.add_argument("--cache", type=Path, default=study.DEFAULT_CACHE)
     args = ap.parse_args(argv)
@@ -41,7 +42,8 @@ def main(argv=None) -> int:
 
     hw = tuple(int(v) for v in args.size.lower().split("x"))
     with threadpool_limits(2):
-        tr, te, _, labels, hw, _ = study.load_cached(args.data, "efficientnet_lite0", min(hw), args.taps.split(","),
+        tr, te, _, labels, hw, _ = study.load_cached(args.data, args.backbone or study.default_backbone(), min(hw),
+                                                     args.taps.split(","),
                                                      args.cache, hw, None, "resize", "keep", "gain", args.resize)
         m = get_method("npad", **parse_config(args.config)).fit(np.ascontiguousarray(tr), seed=0)
         zm, ze = [], []

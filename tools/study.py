@@ -45,6 +45,12 @@ def categories(root: Path = SHARED) -> list[Path]:
     return sorted(out, key=lambda p: p.name)
 
 
+def default_backbone() -> str:
+    """The product's default backbone (rows before stop 26 were EfficientNet-Lite0: pass it)."""
+    from npad_edge.pipeline import DEFAULT_BACKBONE
+    return DEFAULT_BACKBONE
+
+
 def derive_size(train_paths, short: int, multiple: int = 32, orient: str = "keep") -> tuple[int, int]:
     from PIL import Image
     ar = []
@@ -207,7 +213,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, action="append", default=None, help="category roots (default: all in ../shared/data)")
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE)
-    ap.add_argument("--backbone", default="efficientnet_lite0")
+    ap.add_argument("--backbone", default=None, help="default: the product's (npad_edge.pipeline.DEFAULT_BACKBONE)")
     ap.add_argument("--short", type=int, default=256, help="short side of the derived input size")
     ap.add_argument("--size", default=None, help="explicit HxW for every category (overrides --short)")
     ap.add_argument("--taps", default=None)
@@ -227,6 +233,7 @@ def main(argv=None) -> int:
                          "resize on the host rounded to uint8: the rounding alone); issue 10")
     ap.add_argument("--eval", default="model", help="model: maps/masks at the model input size; own: at each image's size")
     args = ap.parse_args(argv)
+    args.backbone = args.backbone or default_backbone()
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))
     from threadpoolctl import threadpool_limits
     taps = args.taps.split(",") if args.taps else None
