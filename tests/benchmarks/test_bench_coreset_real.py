@@ -98,9 +98,11 @@ def real_features(category: str):
         pytest.skip(f"real data not found at {root}")
     import inspect
 
-    from npad_edge.pipeline import fit_model
+    from npad_edge.pipeline import DEFAULT_BACKBONE, fit_model
     resize_on = inspect.signature(fit_model).parameters["resize_on"].default   # fit_model's default
-    d = CACHE / f"{category}_{N_IMAGES}img_{resize_on}"
+    # the product's backbone; NPAD_BENCH_BACKBONE=efficientnet_lite0 gives the figures of stops 17-25
+    backbone = os.environ.get("NPAD_BENCH_BACKBONE") or DEFAULT_BACKBONE
+    d = CACHE / f"{category}_{N_IMAGES}img_{resize_on}_{backbone}"
     if not (d / "meta.json").exists():
         if not TORCH_HUB.is_dir():
             pytest.skip(f"shared torch hub cache not found at {TORCH_HUB}")
@@ -110,15 +112,15 @@ def real_features(category: str):
 
         from npad_edge.backbones.features import check_exposure
         from npad_edge.data import geometry, load_dataset
-        from npad_edge.pipeline import (DEFAULT_BACKBONE, DEFAULT_SHORT_SIDE, TorchBackend, _derive_input_geometry,
-                                        _fit_reader, _split_holdout, exposure_target, extract_features)
+        from npad_edge.pipeline import (DEFAULT_SHORT_SIDE, TorchBackend, _derive_input_geometry, _fit_reader,
+                                        _split_holdout, exposure_target, extract_features)
 
         torch.set_num_threads(THREADS)
         paths = sorted(load_dataset(root).train)
         # Input size and exposure target as fit_model derives them for the whole category
         # (median aspect of every training image; exposure from its default fit images).
         size = geometry.parse_image_size(DEFAULT_SHORT_SIDE)
-        be = TorchBackend.create(DEFAULT_BACKBONE, image_size=size, threads=THREADS, resize_on=resize_on)
+        be = TorchBackend.create(backbone, image_size=size, threads=THREADS, resize_on=resize_on)
         be, derivation = _derive_input_geometry(be, size, paths)
         read = _fit_reader(be, "resize", "mean")
         fit_idx, _ = _split_holdout(len(paths), 0.1, 0)
@@ -129,7 +131,7 @@ def real_features(category: str):
         d.mkdir(parents=True, exist_ok=True)
         np.save(d / "features.npy", feats)
         meta = {"category": category, "images": [Path(p).name for p in subset], "input_size": list(be.input_size),
-                "taps": list(be.extractor.backbone.taps), "backbone": DEFAULT_BACKBONE, "resize_on": resize_on,
+                "taps": list(be.extractor.backbone.taps), "backbone": backbone, "resize_on": resize_on,
                 "exposure_target": float(target), "size_derivation": derivation,
                 "shape": list(feats.shape)}
         (d / "meta.json").write_text(json.dumps(meta))
