@@ -26,7 +26,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study  # noqa: E402
-from ablate_npad import parse_config  # noqa: E402
+from npad_terms_study import add_fit_args, fitted_terms  # noqa: E402
 
 
 def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
@@ -36,37 +36,18 @@ def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", type=Path, required=True)
-    ap.add_argument("--size", required=True, help="HxW model input (the study cache's)")
-    ap.add_argument("--resize", default="core", choices=("aa", "core"))
-    ap.add_argument("--taps", default="stage2,stage3,stage5")
-    ap.add_argument("--backbone", default=None, help="default: the product's")
-    ap.add_argument("--config", default="", help="N-pad settings k=v,k=v (e.g. gaussian=knn)")
+    add_fit_args(ap)
     ap.add_argument("--weights", default="0.25,0.3,0.35,0.4,0.5", help="Mahalanobis weights of the map, first = reference")
     ap.add_argument("--far", type=int, default=48, help="pixels from any defect for the 'far' group")
     ap.add_argument("--stride", type=int, default=7, help="every n-th pixel enters the decomposition (memory)")
-    ap.add_argument("--cache", type=Path, default=study.DEFAULT_CACHE)
     args = ap.parse_args(argv)
     from scipy.ndimage import distance_transform_edt
-    from threadpoolctl import threadpool_limits
 
     from npad_edge import metrics
     from npad_edge.data import load_dataset
-    from npad_edge.methods import get_method
 
-    hw = tuple(int(v) for v in args.size.lower().split("x"))
     weights = [float(v) for v in args.weights.split(",")]
-    with threadpool_limits(2):
-        tr, te, _, labels, hw, _ = study.load_cached(args.data, args.backbone or study.default_backbone(), min(hw),
-                                                     args.taps.split(","),
-                                                     args.cache, hw, None, "resize", "keep", "gain", args.resize)
-        m = get_method("npad", **parse_config(args.config)).fit(np.ascontiguousarray(tr), seed=0)
-        zm, ze = [], []
-        for s in range(0, te.shape[0], 16):
-            a, b = m._normalised(*m.score_terms(np.ascontiguousarray(te[s:s + 16])))
-            zm.append(a)
-            ze.append(b)
-    zm, ze = np.concatenate(zm), np.concatenate(ze)
+    m, zm, ze, _, hw = fitted_terms(args)
     own = study.own_masks(args.data)
     types = np.array([s.defect_type for s in load_dataset(args.data).test])
     kinds = sorted(set(types) - {"good"})

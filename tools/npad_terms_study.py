@@ -23,8 +23,8 @@ import study  # noqa: E402
 from ablate_npad import parse_config  # noqa: E402
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_fit_args(ap: argparse.ArgumentParser) -> None:
+    """The flags of one N-pad fit on the study cache (shared with tools/npad_map_study.py)."""
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--size", required=True, help="HxW model input (the study cache's)")
     ap.add_argument("--resize", default="core", choices=("aa", "core"))
@@ -32,26 +32,38 @@ def main(argv=None) -> int:
     ap.add_argument("--backbone", default=None, help="default: the product's")
     ap.add_argument("--config", default="", help="N-pad settings k=v,k=v (e.g. gaussian=window)")
     ap.add_argument("--cache", type=Path, default=study.DEFAULT_CACHE)
-    args = ap.parse_args(argv)
+
+
+def fitted_terms(args):
+    """Fit N-pad (seed 0) on the cached training features of ``args`` (:func:`add_fit_args`) and
+    return ``(method, z_m, z_e, labels, (H, W))``: the normalised terms of every test image."""
     from threadpoolctl import threadpool_limits
 
-    from npad_edge import metrics
-    from npad_edge.data import load_dataset
     from npad_edge.methods import get_method
-    from npad_edge.methods.base import smoothed_max
 
     hw = tuple(int(v) for v in args.size.lower().split("x"))
     with threadpool_limits(2):
         tr, te, _, labels, hw, _ = study.load_cached(args.data, args.backbone or study.default_backbone(), min(hw),
-                                                     args.taps.split(","),
-                                                     args.cache, hw, None, "resize", "keep", "gain", args.resize)
+                                                     args.taps.split(","), args.cache, hw, None, "resize", "keep",
+                                                     "gain", args.resize)
         m = get_method("npad", **parse_config(args.config)).fit(np.ascontiguousarray(tr), seed=0)
         zm, ze = [], []
         for s in range(0, te.shape[0], 16):
             a, b = m._normalised(*m.score_terms(np.ascontiguousarray(te[s:s + 16])))
             zm.append(a)
             ze.append(b)
-    zm, ze = np.concatenate(zm), np.concatenate(ze)
+    return m, np.concatenate(zm), np.concatenate(ze), labels, hw
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_fit_args(ap)
+    args = ap.parse_args(argv)
+    from npad_edge import metrics
+    from npad_edge.data import load_dataset
+    from npad_edge.methods.base import smoothed_max
+
+    m, zm, ze, labels, hw = fitted_terms(args)
     w, sig = m.settings["weight"], m.settings["image_sigma"]
     grids = {f"map rule: {w} z_m + {1 - w} z_e": w * zm + (1 - w) * ze, "0.5 z_m + 0.5 z_e": 0.5 * zm + 0.5 * ze,
              "max(z_m, z_e) (default)": np.maximum(zm, ze), "z_m alone": zm, "z_e alone": ze}
