@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 #: EfficientNet-Lite2 since stop 26 (Lite0 before): at the product's input (short side 320) it
 #: raised PRO on both real categories for both methods, over two seeds and end to end, for a
-#: 1.2-1.3x INT8 backbone (+7-16 % per frame); docs/accuracy.md, section 000000.
+#: 1.2-1.33x INT8 backbone (+4 to +16 % per frame); docs/accuracy.md, section 000000.
 DEFAULT_BACKBONE = "efficientnet_lite2"
 DEFAULT_THREADS = 2
 
