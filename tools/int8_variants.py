@@ -27,12 +27,21 @@ def main(argv=None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="folder for the exported models")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated, of " + ", ".join(VARIANTS))
     args = ap.parse_args(argv)
+    bad = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if bad:
+        ap.error(f"unknown variant(s) {bad}; choose from {', '.join(VARIANTS)}")
+    pairs = []
+    for pair in args.pairs:
+        model, sep, cat = pair.partition(":")
+        if not sep or not (Path(model) / "manifest.json").is_file() or not (Path(cat) / "train" / "good").is_dir():
+            ap.error(f"{pair!r}: want FITTED_MODEL:CATEGORY_DIR (a model directory with manifest.json, a "
+                     "category with train/good)")
+        pairs.append((Path(model), Path(cat)))
     os.environ.setdefault("TORCH_HOME", str(REPO.parent / "shared" / "weights" / "torch_hub"))
     from npad_edge.evaluation import evaluate_model
     from npad_edge.export import export_model
 
-    for pair in args.pairs:
-        model, cat = (Path(v) for v in pair.split(":", 1))
+    for model, cat in pairs:
         for name in args.variants.split(","):
             out = args.work / f"{model.name}_{name}"
             export_model(model, out, precision="int8", calib=cat / "train" / "good", overwrite=True,

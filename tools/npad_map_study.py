@@ -71,27 +71,28 @@ def main(argv=None) -> int:
         print(f"| {w:g} z_m + {1 - w:g} z_e | {100 * pm['pixel_auroc']:.2f} | {100 * pm['pro']:.2f} | "
               + " | ".join(f"{v:.2f}" for v in per) + " |", flush=True)
 
-    pos, good, near_all, far = [], [], [], []
+    pos, good, normal_def, far = [], [], [], []
     for t, k, a in zip(types, own, first):
         k = k.astype(bool)
         keep = np.zeros(k.shape, bool).ravel()
         keep[::args.stride] = True
         keep = keep.reshape(k.shape)
-        if t == "good" or not k.any():
+        if t == "good":
             good.append(a[keep])
             continue
-        dist = distance_transform_edt(~k)
+        # a defective image without a marked pixel: all its pixels are normal and far from any defect
+        dist = distance_transform_edt(~k) if k.any() else np.full(k.shape, np.inf)
         pos.append(a[k & keep])
-        near_all.append(a[~k & keep])
+        normal_def.append(a[~k & keep])
         far.append(a[(dist > args.far) & keep])
-    pos, good, near_all, far = (np.concatenate(v) for v in (pos, good, near_all, far))
+    pos, good, normal_def, far = (np.concatenate(v) for v in (pos, good, normal_def, far))
     print(f"\nwhere the pixel AUROC of {weights[0]:g} z_m + {1 - weights[0]:g} z_e comes from (every "
           f"{args.stride}th pixel): defect pixels (median map value {np.median(pos):.2f}) ranked against\n")
     print("| normal pixels of | pixels | median map value | pixel AUROC |")
     print("| --- | --- | --- | --- |")
-    for name, neg in (("the good test images", good), ("the defective test images, all", near_all),
+    for name, neg in (("the good test images", good), ("the defective test images, all", normal_def),
                       (f"the defective test images, > {args.far} px from any defect", far),
-                      ("every test image (the metric)", np.r_[good, near_all])):
+                      ("every test image (the metric)", np.r_[good, normal_def])):
         print(f"| {name} | {neg.size} | {np.median(neg):.2f} | {100 * _auroc(pos, neg):.2f} |")
     return 0
 
